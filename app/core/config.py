@@ -1,0 +1,138 @@
+"""Service settings: every key of the seed's `.env`, typed and validated once at start-up.
+
+`Settings` is read from the environment and from `.env` in the working directory.
+Tests and the CLI construct it directly, so nothing here reads global state
+except `load_settings()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EMBEDDED_PORTS = (7070, 7071, 7072)
+EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot start with."""
+
+
+class Settings(BaseSettings):
+    """Typed configuration. Field names are the `.env` keys (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Redis
+    redis_nodes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=EMBEDDED_NODES,
+        description="Comma-separated redis:// URLs; unset means the embedded nodes on 7070-7072.",
+    )
+    redis_password: str = Field(default="", description="Password for every node (empty: none).")
+    redis_db: int = Field(default=0, ge=0, le=15)
+    redis_timeout: float = Field(default=5.0, gt=0, le=60, description="Connect/read timeout, s.")
+    redis_retry_attempts: int = Field(default=3, ge=0, le=10)
+    health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+    # Consistent hashing
+    virtual_nodes: int = Field(default=100, ge=1, le=10_000)
+
+    # Cache
+    cache_ttl_seconds: float = Field(default=5.0, ge=0, le=86_400)
+    cache_capacity: int = Field(default=1000, ge=0, le=10_000_000)
+
+    # Batching
+    batch_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    batch_size_limit: int = Field(default=1000, ge=1, le=1_000_000)
+    max_pending_pages_per_node: int = Field(
+        default=100_000,
+        ge=1,
+        description="Distinct pages held in memory for one unreachable node before the journal.",
+    )
+    shutdown_flush_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    # Application
+    debug: bool = False
+    api_prefix: str = "/api/v1"
+    project_name: str = "Visit Counter Service"
+    data_dir: Path = Path("./data")
+
+    # Monitoring
+    enable_metrics: bool = True
+    metrics_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+    @field_validator("redis_nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+            return tuple(value) if value else EMBEDDED_NODES
+        return value
+
+    @field_validator("redis_nodes")
+    @classmethod
+    def _check_node_urls(cls, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        for url in nodes:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError(f"{redact_url(url)!r} is not a redis://host:port URL")
+            try:
+                parts.port  # noqa: B018 - raises ValueError for a non-numeric port
+            except ValueError:
+                raise ValueError(f"{redact_url(url)!r} has an invalid port") from None
+        if len(set(nodes)) != len(nodes):
+            raise ValueError("lists the same node twice")
+        return nodes
+
+    @field_validator("api_prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return prefix
+
+    @model_validator(mode="after")
+    def _check_batching(self) -> Settings:
+        if self.max_pending_pages_per_node < self.batch_size_limit:
+            raise ValueError(
+                "MAX_PENDING_PAGES_PER_NODE must be at least BATCH_SIZE_LIMIT "
+                f"({self.max_pending_pages_per_node} < {self.batch_size_limit})"
+            )
+        return self
+
+    @property
+    def uses_embedded_nodes(self) -> bool:
+        return self.redis_nodes == EMBEDDED_NODES
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced, safe for logs and responses."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and `.env`; one readable line per bad key."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,134 @@
+"""Connections to the Redis nodes: one pool per node, timeouts, health checks.
+
+The manager knows nothing of counting. It owns a `redis.asyncio.Redis` client per
+node, pings every node on an interval, and keeps the up/down map that `/status`
+shows. Callers report failures they see (`mark_down`) so a dead node is known
+before the next health check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from app.core.config import Settings, redact_url
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeHealth:
+    """What is known of one node. `name` is its URL with any password redacted."""
+
+    name: str
+    port: int
+    healthy: bool | None = None  # None until the first check
+    last_error: str | None = None
+    changed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class RedisManager:
+    """One async client (and connection pool) per configured node."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._interval = settings.health_check_interval_seconds
+        self.timeout = settings.redis_timeout
+        self._clients: dict[str, Redis] = {}
+        self._health: dict[str, NodeHealth] = {}
+        for url in settings.redis_nodes:
+            name = redact_url(url)
+            self._clients[name] = Redis.from_url(
+                url,
+                password=settings.redis_password or None,
+                db=settings.redis_db,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+                retry=Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts
+                ),
+                health_check_interval=0,
+            )
+            self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
+        self._checker: asyncio.Task[None] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._clients)
+
+    def client(self, name: str) -> Redis:
+        return self._clients[name]
+
+    def port(self, name: str) -> int:
+        return self._health[name].port
+
+    def is_healthy(self, name: str) -> bool:
+        return self._health[name].healthy is True
+
+    def health(self) -> dict[str, NodeHealth]:
+        return dict(self._health)
+
+    def node_status(self) -> dict[str, bool]:
+        return {name: state.healthy is True for name, state in self._health.items()}
+
+    def mark_up(self, name: str) -> None:
+        state = self._health[name]
+        if state.healthy is not True:
+            logger.info("redis node up: %s", name)
+            state.healthy, state.last_error = True, None
+            state.changed_at = datetime.now(UTC)
+
+    def mark_down(self, name: str, error: BaseException | str) -> None:
+        state = self._health[name]
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        state.last_error = reason
+        if state.healthy is not False:
+            logger.warning("redis node down: %s (%s)", name, reason)
+            state.healthy = False
+            state.changed_at = datetime.now(UTC)
+
+    async def check(self, name: str) -> bool:
+        """PING one node within the timeout; update and return its health."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._clients[name].ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.mark_down(name, exc)
+            return False
+        self.mark_up(name)
+        return True
+
+    async def check_all(self) -> dict[str, bool]:
+        results = await asyncio.gather(*(self.check(name) for name in self._clients))
+        return dict(zip(self._clients, results, strict=True))
+
+    async def start(self) -> None:
+        """Check every node once, then keep checking in the background."""
+        await self.check_all()
+        self._checker = asyncio.create_task(self._check_forever(), name="redis-health-checks")
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check_all()
+
+    async def aclose(self) -> None:
+        """Stop health checks and close every pool; one failure never skips the rest."""
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
+        for name, client in self._clients.items():
+            try:
+                await client.aclose()
+            except Exception:
+                logger.exception("closing the client of %s failed", name)

@@ -1,0 +1,88 @@
+"""The app factory and its lifespan. Assembles; decides nothing.
+
+`uvicorn app.main:app` works as in any FastAPI deployment: the module attribute
+`app` is built on first access from the environment and `.env`, so importing
+this module (as the tests do) reads no settings and starts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api.deps import Runtime
+from app.api.health import router as health_router
+from app.api.v1.api import build_api_router
+from app.core.config import Settings, SettingsError, load_settings
+from app.core.errors import CounterError
+from app.core.middleware import ProcessTimeMiddleware, RequestStats
+from app.core.redis_manager import RedisManager
+from app.schemas.counter import ErrorBody
+from app.services.visit_counter import VisitCounter
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    request_stats = RequestStats()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
+        manager = RedisManager(settings)
+        counter = VisitCounter(settings, manager)
+        try:
+            await manager.start()
+            await counter.start()
+            yield {
+                "runtime": Runtime(
+                    settings=settings,
+                    manager=manager,
+                    counter=counter,
+                    request_stats=request_stats,
+                    started_at=datetime.now(UTC),
+                )
+            }
+        finally:
+            # Reverse order; each close is guarded so one failure never skips the next.
+            for close in (counter.aclose, manager.aclose):
+                try:
+                    await close()
+                except Exception:
+                    logger.exception("shutdown step %s failed", close.__qualname__)
+
+    app = FastAPI(
+        title=settings.project_name,
+        version=__version__,
+        debug=settings.debug,
+        lifespan=lifespan,
+        description="Counts page visits exactly once across a sharded set of Redis nodes.",
+    )
+    app.add_middleware(ProcessTimeMiddleware, stats=request_stats)
+    app.include_router(build_api_router(settings), prefix=settings.api_prefix)
+    app.include_router(health_router)
+    app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]
+    return app
+
+
+async def _counter_error_response(request: Request, exc: CounterError) -> JSONResponse:
+    body = ErrorBody(error=exc.code, message=exc.message)
+    return JSONResponse(body.model_dump(), status_code=exc.status_code)
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app`: build the app from the environment on first access."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"visit-counter: {exc}") from None
+    application = create_app(settings)
+    globals()["app"] = application
+    return application

@@ -1,0 +1,85 @@
+"""Request and response models: the seed's JSON shapes, plus a few documented extras."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class VisitRecorded(BaseModel):
+    status: Literal["success"] = "success"
+    message: str = Field(examples=["Visit recorded for page page1"])
+    page_id: str
+    timestamp: datetime
+
+
+class VisitCount(BaseModel):
+    visits: int = Field(ge=0, description="Stored count plus this worker's pending increments.")
+    served_via: str = Field(
+        examples=["in_memory", "redis_7070"],
+        description='"in_memory" when answered from the cache, else "redis_<port>" of the owner.',
+    )
+    stale: bool = Field(
+        default=False,
+        description="True when the owner node is down and this is the last known count.",
+    )
+
+
+class CounterReset(BaseModel):
+    status: Literal["success"] = "success"
+    message: str = Field(examples=["Counter reset for page page1"])
+    page_id: str
+
+
+class CounterMetricValues(BaseModel):
+    cache_hits: int
+    cache_misses: int
+    cache_size: int
+    write_buffer_size: int = Field(description="Distinct pages with increments not yet stored.")
+    pending_visits: int = Field(description="Visits accepted and held in memory, not yet stored.")
+    visits_accepted: int
+    visits_stored: int
+    batches_stored: int
+    batches_failed: int
+    batches_duplicate: int = Field(description="Retried batches the node had applied already.")
+    journal_batches: int = Field(description="Batches waiting in the on-disk journal.")
+
+
+HealthState = Literal["healthy", "degraded", "unhealthy"]
+
+
+class CounterMetrics(BaseModel):
+    status: HealthState
+    metrics: CounterMetricValues
+    redis_nodes: dict[str, bool]
+    last_batch_write: datetime | None
+
+
+class RedisStatus(BaseModel):
+    nodes: int
+    healthy_nodes: int
+    node_status: dict[str, bool]
+    down_nodes: dict[str, str] = Field(description="Each node that is down, with its last error.")
+
+
+class CounterStatus(BaseModel):
+    cache_size: int
+    write_buffer_size: int
+
+
+class ServiceStatus(BaseModel):
+    status: HealthState
+    uptime: str = Field(examples=["1:23:45.678901"])
+    total_requests: int
+    redis_status: RedisStatus
+    counter_status: CounterStatus
+    version: str
+    debug_mode: bool
+
+
+class ErrorBody(BaseModel):
+    status: Literal["error"] = "error"
+    error: str = Field(examples=["invalid_page_id"], description="Machine-readable error code.")
+    message: str

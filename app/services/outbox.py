@@ -1,0 +1,91 @@
+"""Per-node queue of increments on their way to the node. Pure bookkeeping, no I/O.
+
+Three stages, sent strictly in this order so a writer's seqs reach the node in
+increasing order (what the idempotency mark in `batch.py` relies on):
+
+1. `inflight`: the sealed batch being sent. Once sent it is never changed, only
+   resent with the same writer and seq until the node acknowledges it.
+2. `spilled`: sealed batches written to the journal because the node was
+   unreachable for too long (their journal offsets, oldest first).
+3. `queued`: increments not sealed yet. New flushes merge into it, which keeps
+   memory at one entry per distinct page however long the node is away.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from app.services.batch import Batch
+
+
+class NodeOutbox:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.inflight: Batch | None = None
+        self.inflight_offset: int | None = None  # journal offset when inflight came from disk
+        self.spilled: deque[int] = deque()
+        self.queued: dict[str, int] = {}
+
+    @property
+    def empty(self) -> bool:
+        return self.inflight is None and not self.spilled and not self.queued
+
+    @property
+    def pages_in_memory(self) -> int:
+        inflight = len(self.inflight.increments) if self.inflight is not None else 0
+        return inflight + len(self.queued)
+
+    @property
+    def visits_in_memory(self) -> int:
+        inflight = self.inflight.visits if self.inflight is not None else 0
+        return inflight + sum(self.queued.values())
+
+    def add(self, increments: Mapping[str, int]) -> None:
+        queued = self.queued
+        for page_id, count in increments.items():
+            queued[page_id] = queued.get(page_id, 0) + count
+
+    def next_batch(
+        self, seal: Callable[[dict[str, int]], Batch], read_spilled: Callable[[int], Batch]
+    ) -> Batch | None:
+        """The batch to send now: the inflight one, else the oldest spilled, else seal the queue."""
+        if self.inflight is None:
+            if self.spilled:
+                self.inflight_offset = self.spilled[0]
+                self.inflight = read_spilled(self.inflight_offset)
+            elif self.queued:
+                self.inflight, self.queued = seal(self.queued), {}
+        return self.inflight
+
+    def acknowledge(self) -> Batch:
+        """The inflight batch is stored; forget it and return it."""
+        batch = self.inflight
+        assert batch is not None, "acknowledge() without an inflight batch"
+        if self.inflight_offset is not None:
+            self.spilled.popleft()
+        self.inflight, self.inflight_offset = None, None
+        return batch
+
+    def seal_queued(self, seal: Callable[[dict[str, int]], Batch]) -> Batch | None:
+        """Seal the queue into a batch (for spilling); it is *not* queued here any more."""
+        if not self.queued:
+            return None
+        batch, self.queued = seal(self.queued), {}
+        return batch
+
+    def pending_for(self, page_id: str, epoch: int, applied_seq: int, writer: str) -> int:
+        """This process's increments for `page_id` not yet in the node's count.
+
+        `applied_seq` is the node's mark for `writer`: an inflight batch at or
+        below it was applied already (its reply was lost) and is not added twice;
+        increments tagged with an epoch other than `epoch` will be dropped by the
+        node (a reset came after them) and are not added either. Spilled batches live on disk and are not counted here.
+        """
+        pending = self.queued.get(page_id, 0)
+        inflight = self.inflight
+        if inflight is not None and not (inflight.writer == writer and inflight.seq <= applied_seq):
+            count_epoch = inflight.increments.get(page_id)
+            if count_epoch is not None and count_epoch[1] == epoch:
+                pending += count_epoch[0]
+        return pending

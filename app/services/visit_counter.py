@@ -1,0 +1,419 @@
+"""The counting engine: buffer, flusher, cache, resets and the journal hooks.
+
+The hot path (`record_visit`) is a dict increment and never waits on Redis (G4).
+A background flusher moves the buffer into per-node outboxes and sends each node
+one idempotent batch at a time, nodes in parallel, so a hung node delays only its
+own pages (G1, G4). What a node cannot take stays in memory up to a cap per node,
+then goes to the journal (G5); at shutdown everything unsent is journaled and the
+next start replays it (G6). Resets are fenced by per-page epochs (G3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
+
+from app.core.config import Settings
+from app.core.consistent_hash import ConsistentHashRing
+from app.core.errors import NodeUnavailableError, VisitNotKeptError
+from app.core.redis_manager import RedisManager
+from app.services.batch import EVENTS_CHANNEL, Batch
+from app.services.cache import StoredCountCache
+from app.services.journal import Journal, JournalError
+from app.services.node_store import ApplyResult, NodeStore
+from app.services.outbox import NodeOutbox
+
+logger = logging.getLogger(__name__)
+
+_READ_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class VisitCount:
+    visits: int
+    served_via: str  # "in_memory" or "redis_<port>"
+    stale: bool = False
+
+
+@dataclass(slots=True)
+class CounterStats:
+    visits_accepted: int = 0
+    batches_stored: int = 0
+    batches_failed: int = 0
+    batches_duplicate: int = 0
+    batches_journaled: int = 0
+    visits_stored: int = 0
+    last_batch_write: datetime | None = None
+
+
+def new_writer_id() -> str:
+    """A name no other process, here or on another host, will ever use."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class VisitCounter:
+    def __init__(self, settings: Settings, manager: RedisManager) -> None:
+        self._settings = settings
+        self._manager = manager
+        self._store = NodeStore(manager)
+        self.ring = ConsistentHashRing(manager.names, settings.virtual_nodes)
+        self.cache = StoredCountCache(settings.cache_ttl_seconds, settings.cache_capacity)
+        self.writer = new_writer_id()
+        self.journal = Journal(settings.journal_dir, self.writer)
+        self.stats = CounterStats()
+        self.pending: dict[str, int] = {}
+        self._epochs: dict[str, int] = {}  # pages ever reset -> epoch this process knows
+        self._outboxes = {name: NodeOutbox(name) for name in manager.names}
+        self._seq = 0
+        self._refusing: set[str] = set()  # nodes whose visits cannot be kept right now
+        self._acks: dict[str, int] = dict.fromkeys(manager.names, 0)  # batches stored, per node
+        self._resets = 0
+        self._flush_wanted = asyncio.Event()
+        self._drains: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal, adopt dead processes' journals, start flusher and listeners."""
+        self.journal.open()
+        for batch, offset in self.journal.claim_orphans():
+            outbox = self._outboxes.get(batch.node)
+            if outbox is not None:
+                outbox.spilled.append(offset)
+            else:
+                self._reroute(batch)
+        self._tasks = [asyncio.create_task(self._flush_forever(), name="flusher")]
+        self._tasks += [
+            asyncio.create_task(self._listen(name), name=f"events-{name}")
+            for name in self._manager.names
+        ]
+        if any(not outbox.empty for outbox in self._outboxes.values()):
+            self._flush_wanted.set()
+
+    async def aclose(self) -> None:
+        """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            async with asyncio.timeout(self._settings.shutdown_flush_timeout_seconds):
+                await self.flush()
+        except TimeoutError:
+            logger.warning("shutdown: flush did not finish in time; journaling the rest")
+        except Exception:
+            logger.exception("shutdown: flush failed; journaling the rest")
+        left_batches, left_visits = self._journal_everything()
+        self.journal.close()
+        logger.info(
+            "shutdown: %d visits stored this run, %d visits in %d batches left in the journal",
+            self.stats.visits_stored,
+            left_visits,
+            left_batches,
+        )
+
+    # -- the hot path ----------------------------------------------------------
+
+    def record_visit(self, page_id: str) -> None:
+        """Count one visit in memory. Never waits on Redis; stored within one flush interval.
+
+        Raises VisitNotKeptError when the page's node is unreachable, its memory
+        cap is reached and the journal cannot be written: the visit is refused
+        rather than acknowledged and lost (G5).
+        """
+        if self._refusing and self.ring.owner(page_id) in self._refusing:
+            raise VisitNotKeptError("cannot keep visits for this page now; retry later")
+        pending = self.pending
+        pending[page_id] = pending.get(page_id, 0) + 1
+        self.stats.visits_accepted += 1
+        if len(pending) >= self._settings.batch_size_limit:
+            self._flush_wanted.set()
+
+    # -- reads and resets ------------------------------------------------------
+
+    async def get_visits(self, page_id: str) -> VisitCount:
+        """Stored count + this process's pending increments (read your writes).
+
+        Other workers' increments appear once they flush (one flush interval).
+        While the owner node is down, the last known count is returned marked
+        stale; with nothing known, NodeUnavailableError.
+        """
+        owner = self.ring.owner(page_id)
+        cached = self.cache.fresh(page_id)
+        if cached is not None:
+            return VisitCount(cached + self._own_pending(page_id, owner), "in_memory")
+        if self._manager.is_healthy(owner):
+            with contextlib.suppress(NodeUnavailableError):
+                return await self._read_through(page_id, owner)
+        last_known = self.cache.last_known(page_id)
+        if last_known is None:
+            raise NodeUnavailableError(
+                f"the node holding page {page_id!r} is unavailable and its count is unknown"
+            )
+        return VisitCount(last_known + self._own_pending(page_id, owner), "in_memory", stale=True)
+
+    async def _read_through(self, page_id: str, owner: str) -> VisitCount:
+        for _ in range(_READ_ATTEMPTS):
+            acks, resets = self._acks[owner], self._resets
+            stored, applied_seq = await self._store.read(owner, page_id, self.writer)
+            if (acks, resets) == (self._acks[owner], self._resets):
+                break  # no flush or reset ran meanwhile: stored and pending agree
+        else:
+            return VisitCount(stored + self._own_pending(page_id, owner), self._via(owner))
+        self.cache.put(page_id, stored)
+        visits = stored + self._own_pending(page_id, owner, applied_seq)
+        return VisitCount(visits, self._via(owner))
+
+    async def reset(self, page_id: str) -> None:
+        """Set the page to 0 on its node and in every worker (pub/sub, well under a second).
+
+        Visits any worker accepted before it learns of the reset never reappear.
+        """
+        owner = self.ring.owner(page_id)
+        epoch = await self._store.reset(owner, page_id)
+        self._apply_reset(page_id, epoch)
+
+    def _apply_reset(self, page_id: str, epoch: int) -> None:
+        self._epochs[page_id] = epoch
+        self.pending.pop(page_id, None)
+        self._outboxes[self.ring.owner(page_id)].queued.pop(page_id, None)
+        self.cache.discard(page_id)
+        self._resets += 1
+
+    def _own_pending(self, page_id: str, owner: str, applied_seq: int = 0) -> int:
+        return self.pending.get(page_id, 0) + self._outboxes[owner].pending_for(
+            page_id, self._epochs.get(page_id, 0), applied_seq, self.writer
+        )
+
+    def _via(self, node: str) -> str:
+        return f"redis_{self._manager.port(node)}"
+
+    # -- flushing --------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Move the buffer to the outboxes and send every node its batches; wait for all."""
+        self._distribute()
+        drains = [self._start_drain(name) for name, box in self._outboxes.items() if not box.empty]
+        await asyncio.gather(*drains)
+
+    async def _flush_forever(self) -> None:
+        interval = self._settings.batch_interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            try:
+                self._distribute()
+                for name, outbox in self._outboxes.items():
+                    if not outbox.empty:
+                        self._start_drain(name)
+            except Exception:
+                logger.exception("flush cycle failed; the increments stay queued")
+
+    def _distribute(self) -> None:
+        """Swap the buffer out and queue its increments on their owners' outboxes.
+
+        Runs without awaiting, so no increment can land in the old buffer after
+        the swap; visits arriving meanwhile go to the new one.
+        """
+        swapped, self.pending = self.pending, {}
+        by_owner: dict[str, dict[str, int]] = {}
+        owner_of = self.ring.owner
+        for page_id, count in swapped.items():
+            by_owner.setdefault(owner_of(page_id), {})[page_id] = count
+        for name, increments in by_owner.items():
+            self._outboxes[name].add(increments)
+        for name, outbox in self._outboxes.items():
+            if outbox.pages_in_memory >= self._settings.max_pending_pages_per_node:
+                self._spill(name, outbox)
+
+    def _spill(self, name: str, outbox: NodeOutbox) -> None:
+        batch = outbox.seal_queued(self._seal_for(name))
+        if batch is None:
+            return
+        try:
+            offset = self.journal.append(batch)
+        except JournalError as exc:
+            outbox.add({page: count for page, (count, _) in batch.increments.items()})
+            if name not in self._refusing:
+                logger.error("journal failed; refusing visits for pages on %s: %s", name, exc)
+            self._refusing.add(name)
+            return
+        outbox.spilled.append(offset)
+        self.stats.batches_journaled += 1
+        self._refusing.discard(name)
+        logger.warning(
+            "node %s unreachable: %d pages (%d visits) moved to the journal",
+            name,
+            len(batch.increments),
+            batch.visits,
+        )
+
+    def _start_drain(self, name: str) -> asyncio.Task[None]:
+        task = self._drains.get(name)
+        if task is None or task.done():
+            task = asyncio.create_task(self._drain(name), name=f"drain-{name}")
+            self._drains[name] = task
+        return task
+
+    async def _drain(self, name: str) -> None:
+        """Send the node its batches, oldest first, until it is empty or fails."""
+        outbox = self._outboxes[name]
+        seal = self._seal_for(name)
+        while (batch := outbox.next_batch(seal, self.journal.read)) is not None:
+            try:
+                result = await self._store.apply(batch)
+            except NodeUnavailableError as exc:
+                self.stats.batches_failed += 1
+                logger.warning(
+                    "flush to %s failed (%d pages, %d visits, batch %s/%d kept for retry): %s",
+                    name,
+                    len(batch.increments),
+                    batch.visits,
+                    batch.writer,
+                    batch.seq,
+                    exc.__cause__ or exc,
+                )
+                return
+            from_journal = outbox.inflight_offset is not None
+            outbox.acknowledge()
+            if from_journal:
+                self.journal.acknowledge(batch)
+            self._absorb(batch, result)
+            self._acks[name] += 1
+        if outbox.pages_in_memory < self._settings.max_pending_pages_per_node:
+            self._refusing.discard(name)
+
+    def _absorb(self, batch: Batch, result: ApplyResult) -> None:
+        """Learn from a node's reply: new stored counts, and epochs changed by resets."""
+        self.stats.last_batch_write = datetime.now(UTC)
+        if not result.applied:
+            self.stats.batches_duplicate += 1
+            for page_id in batch.increments:
+                self.cache.discard(page_id)
+            return
+        self.stats.batches_stored += 1
+        self.stats.visits_stored += sum(
+            batch.increments[page_id][0] for page_id in result.stored
+        )
+        for page_id, stored in result.stored.items():
+            self.cache.raise_to(page_id, stored)
+        for page_id, epoch in result.epochs.items():
+            if epoch != self._epochs.get(page_id, 0):
+                self._apply_reset(page_id, epoch)
+
+    def _seal_for(self, name: str) -> Callable[[dict[str, int]], Batch]:
+        def seal(queued: dict[str, int]) -> Batch:
+            self._seq += 1
+            epochs = self._epochs
+            return Batch(
+                writer=self.writer,
+                seq=self._seq,
+                node=name,
+                increments={page: (count, epochs.get(page, 0)) for page, count in queued.items()},
+            )
+
+        return seal
+
+    def _reroute(self, batch: Batch) -> None:
+        """A journaled batch for a node no longer configured: count it on today's owners."""
+        logger.warning(
+            "journal batch %s/%d names unknown node %s; re-sending its %d visits to today's owners",
+            batch.writer,
+            batch.seq,
+            batch.node,
+            batch.visits,
+        )
+        for page_id, (count, _) in batch.increments.items():
+            self.pending[page_id] = self.pending.get(page_id, 0) + count
+        self.journal.acknowledge(batch)
+
+    def _journal_everything(self) -> tuple[int, int]:
+        """At shutdown: write every unsent batch to the journal. Returns (batches, visits)."""
+        self._distribute()
+        batches = visits = 0
+        for name, outbox in self._outboxes.items():
+            to_write = []
+            if outbox.inflight is not None and outbox.inflight_offset is None:
+                to_write.append(outbox.inflight)
+            sealed = outbox.seal_queued(self._seal_for(name))
+            if sealed is not None:
+                to_write.append(sealed)
+            for batch in to_write:
+                try:
+                    self.journal.append(batch)
+                except JournalError:
+                    logger.exception(
+                        "shutdown: LOST %d visits for %s: the journal cannot be written",
+                        batch.visits,
+                        name,
+                    )
+                    continue
+                batches += 1
+                visits += batch.visits
+            batches += len(outbox.spilled)
+        return batches, visits
+
+    # -- events from other workers ---------------------------------------------
+
+    async def _listen(self, name: str) -> None:
+        """Follow one node's events channel; reconnect after errors."""
+        while True:
+            pubsub = self._manager.client(name).pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._on_event(message["data"])
+            except (RedisError, OSError) as exc:
+                logger.debug("events channel on %s: %s; resubscribing", name, exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(min(1.0, self._settings.health_check_interval_seconds))
+
+    def _on_event(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if event.get("type") == "reset":
+            page_id, epoch = str(event["page"]), int(event["epoch"])
+            if epoch > self._epochs.get(page_id, 0):
+                self._apply_reset(page_id, epoch)
+        elif event.get("type") == "stored" and event.get("writer") != self.writer:
+            values = event.get("values")
+            if isinstance(values, dict):  # cjson encodes an empty table as []
+                for page_id, stored in values.items():
+                    self.cache.raise_to(page_id, int(stored))
+
+    # -- reporting -------------------------------------------------------------
+
+    def write_buffer_size(self) -> int:
+        """Distinct pages with increments held in memory (buffer and outboxes)."""
+        return len(self.pending) + sum(box.pages_in_memory for box in self._outboxes.values())
+
+    def pending_visits(self) -> int:
+        return sum(self.pending.values()) + sum(
+            box.visits_in_memory for box in self._outboxes.values()
+        )
+
+    def journal_batches(self) -> int:
+        return self.journal.outstanding
