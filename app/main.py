@@ -21,6 +21,7 @@ from app.api.health import router as health_router
 from app.api.v1.api import build_api_router
 from app.core.config import Settings, SettingsError, load_settings
 from app.core.errors import CounterError
+from app.core.logging import configure_logging
 from app.core.middleware import ProcessTimeMiddleware, RequestStats
 from app.core.redis_manager import RedisManager
 from app.schemas.counter import ErrorBody
@@ -83,6 +84,7 @@ def __getattr__(name: str) -> FastAPI:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"visit-counter: {exc}") from None
+    configure_logging(settings.debug)
     application = create_app(settings)
     globals()["app"] = application
     return application

@@ -78,16 +78,22 @@ class Settings(BaseSettings):
     @field_validator("redis_nodes")
     @classmethod
     def _check_node_urls(cls, nodes: tuple[str, ...]) -> tuple[str, ...]:
-        for url in nodes:
+        # Errors name the node by position, never by URL: a URL may hold a password.
+        seen: dict[tuple[str, int, str], int] = {}
+        for position, url in enumerate(nodes, start=1):
             parts = urlsplit(url)
             if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-                raise ValueError(f"{redact_url(url)!r} is not a redis://host:port URL")
+                raise ValueError(f"node {position} is not a redis://host:port URL")
             try:
-                parts.port  # noqa: B018 - raises ValueError for a non-numeric port
+                port = 6379 if parts.port is None else parts.port
             except ValueError:
-                raise ValueError(f"{redact_url(url)!r} has an invalid port") from None
-        if len(set(nodes)) != len(nodes):
-            raise ValueError("lists the same node twice")
+                raise ValueError(f"node {position} has an invalid port") from None
+            if not 0 < port < 65536:
+                raise ValueError(f"node {position} has an invalid port")
+            identity = (parts.hostname.lower(), port, parts.path.strip("/") or "0")
+            if identity in seen:
+                raise ValueError(f"nodes {seen[identity]} and {position} are the same server")
+            seen[identity] = position
         return nodes
 
     @field_validator("api_prefix")
@@ -116,13 +122,19 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with any password replaced, safe for logs and responses."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Return `url` with any password replaced, safe for logs and responses.
+
+    Works on the raw text (not `urlsplit`), so a password holding an unescaped
+    '/', '?' or '#' is masked too.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0] if ":" in credentials else credentials
+    if ":" not in credentials:
+        return url  # a user name alone is not secret
+    return f"{scheme}://{user}:***@{host}"
 
 
 def load_settings() -> Settings:

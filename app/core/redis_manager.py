@@ -52,9 +52,7 @@ class RedisManager:
                 db=settings.redis_db,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
-                retry=Retry(
-                    ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts
-                ),
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
                 health_check_interval=0,
             )
             self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)

@@ -77,7 +77,7 @@ if seq <= last then
   return {0}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local prefix_len = string.len('""" + PAGE_KEY_PREFIX + """')
+local prefix_len = string.len('__PAGE_KEY_PREFIX__')
 local pages = {}
 for i = 3, #KEYS do
   pages[i - 2] = string.sub(KEYS[i], prefix_len + 1)
@@ -108,7 +108,7 @@ if next(stored) ~= nil then
   redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
 end
 return out
-"""
+""".replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
 
 # KEYS: [page key, epochs hash]; ARGV: [page id, channel]. Returns the new epoch.
 RESET_PAGE_LUA = """

@@ -54,7 +54,11 @@ class Journal:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"journal {self.path} is locked or cannot be locked: {exc}") from exc
         self._fd = fd
 
     def append(self, batch: Batch) -> int:
@@ -137,12 +141,21 @@ class Journal:
         data = (line + "\n").encode()
         try:
             offset = os.lseek(fd, 0, os.SEEK_END)
+        except OSError as exc:
+            raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
+        try:
             written = os.write(fd, data)
             if written != len(data):
                 raise OSError(f"short write ({written} of {len(data)} bytes)")
             if sync:
                 os.fsync(fd)
         except OSError as exc:
+            # Leave no partial or unsynced record behind: a torn line would swallow
+            # the next record, and a record the caller thinks failed must not replay.
+            try:
+                os.ftruncate(fd, offset)
+            except OSError:
+                logger.exception("journal %s: could not cut a failed record", self.path)
             raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
         return offset
 

@@ -90,7 +90,9 @@ class NodeStore:
         """Delete the page's count, bump its epoch and tell every worker; return the epoch."""
         reply = await self._call(
             node,
-            lambda: self._scripts[node].reset([page_key(page_id), EPOCHS_KEY], [page_id, EVENTS_CHANNEL]),
+            lambda: self._scripts[node].reset(
+                [page_key(page_id), EPOCHS_KEY], [page_id, EVENTS_CHANNEL]
+            ),
         )
         return int(reply)
 

@@ -67,6 +67,21 @@ class NodeOutbox:
         self.inflight, self.inflight_offset = None, None
         return batch
 
+    def release(self) -> None:
+        """The send failed: keep the batch for retry, but not in memory if it is on disk."""
+        if self.inflight_offset is not None:
+            self.inflight, self.inflight_offset = None, None
+
+    def inflight_written_to(self, offset: int) -> None:
+        """The unsent-or-failed inflight batch is now on disk at `offset`: free the memory.
+
+        Its seq is older than every spilled batch, so it goes to the front.
+        """
+        assert self.inflight is not None, "no inflight batch"
+        assert self.inflight_offset is None, "inflight batch is on disk already"
+        self.spilled.appendleft(offset)
+        self.inflight = None
+
     def seal_queued(self, seal: Callable[[dict[str, int]], Batch]) -> Batch | None:
         """Seal the queue into a batch (for spilling); it is *not* queued here any more."""
         if not self.queued:
@@ -80,7 +95,8 @@ class NodeOutbox:
         `applied_seq` is the node's mark for `writer`: an inflight batch at or
         below it was applied already (its reply was lost) and is not added twice;
         increments tagged with an epoch other than `epoch` will be dropped by the
-        node (a reset came after them) and are not added either. Spilled batches live on disk and are not counted here.
+        node (a reset came after them) and are not added either. Spilled
+        batches live on disk and are not counted here.
         """
         pending = self.queued.get(page_id, 0)
         inflight = self.inflight

@@ -37,6 +37,20 @@ from app.services.outbox import NodeOutbox
 logger = logging.getLogger(__name__)
 
 _READ_ATTEMPTS = 3
+_LISTEN_POLL_SECONDS = 0.5
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Let tasks that watch `_stopping` end by themselves; cancel what is left."""
+    if not tasks:
+        return
+    _, running = await asyncio.wait(tasks, timeout=2 * _LISTEN_POLL_SECONDS + 1)
+    for task in running:
+        task.cancel()
+    if running:
+        _, stuck = await asyncio.wait(running, timeout=1.0)
+        for task in stuck:
+            logger.error("task %s did not stop", task.get_name())
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,7 @@ class VisitCounter:
         self._acks: dict[str, int] = dict.fromkeys(manager.names, 0)  # batches stored, per node
         self._resets = 0
         self._flush_wanted = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,6 +110,7 @@ class VisitCounter:
                 outbox.spilled.append(offset)
             else:
                 self._reroute(batch)
+        self._stopping.clear()
         self._tasks = [asyncio.create_task(self._flush_forever(), name="flusher")]
         self._tasks += [
             asyncio.create_task(self._listen(name), name=f"events-{name}")
@@ -105,11 +121,9 @@ class VisitCounter:
 
     async def aclose(self) -> None:
         """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping.set()
+        self._flush_wanted.set()  # wakes the flusher so it sees `_stopping`
+        await _stop_tasks(self._tasks)
         self._tasks = []
         try:
             async with asyncio.timeout(self._settings.shutdown_flush_timeout_seconds):
@@ -151,12 +165,14 @@ class VisitCounter:
 
         Other workers' increments appear once they flush (one flush interval).
         While the owner node is down, the last known count is returned marked
-        stale; with nothing known, NodeUnavailableError.
+        stale (even from a fresh cache entry: nothing can confirm it); with
+        nothing known, NodeUnavailableError.
         """
         owner = self.ring.owner(page_id)
         cached = self.cache.fresh(page_id)
         if cached is not None:
-            return VisitCount(cached + self._own_pending(page_id, owner), "in_memory")
+            visits = cached + self._own_pending(page_id, owner)
+            return VisitCount(visits, "in_memory", stale=not self._manager.is_healthy(owner))
         if self._manager.is_healthy(owner):
             with contextlib.suppress(NodeUnavailableError):
                 return await self._read_through(page_id, owner)
@@ -213,10 +229,12 @@ class VisitCounter:
 
     async def _flush_forever(self) -> None:
         interval = self._settings.batch_interval_seconds
-        while True:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._flush_wanted.wait()
+            if self._stopping.is_set():
+                return  # aclose() runs the final flush
             self._flush_wanted.clear()
             try:
                 self._distribute()
@@ -239,30 +257,39 @@ class VisitCounter:
             by_owner.setdefault(owner_of(page_id), {})[page_id] = count
         for name, increments in by_owner.items():
             self._outboxes[name].add(increments)
+        cap = self._settings.max_pending_pages_per_node
         for name, outbox in self._outboxes.items():
-            if outbox.pages_in_memory >= self._settings.max_pending_pages_per_node:
+            if outbox.pages_in_memory >= cap and not self._manager.is_healthy(name):
                 self._spill(name, outbox)
 
     def _spill(self, name: str, outbox: NodeOutbox) -> None:
-        batch = outbox.seal_queued(self._seal_for(name))
-        if batch is None:
-            return
+        """Move what an unreachable node's outbox holds in memory to the journal."""
+        pages = visits = 0
         try:
-            offset = self.journal.append(batch)
+            drain = self._drains.get(name)
+            inflight = outbox.inflight
+            if inflight is not None and outbox.inflight_offset is None:
+                if drain is not None and not drain.done():
+                    return  # being sent right now; spill after the attempt
+                outbox.inflight_written_to(self.journal.append(inflight))
+                pages, visits = len(inflight.increments), inflight.visits
+            batch = outbox.seal_queued(self._seal_for(name))
+            if batch is not None:
+                try:
+                    outbox.spilled.append(self.journal.append(batch))
+                except JournalError:
+                    outbox.add({page: count for page, (count, _) in batch.increments.items()})
+                    raise
+                pages, visits = pages + len(batch.increments), visits + batch.visits
         except JournalError as exc:
-            outbox.add({page: count for page, (count, _) in batch.increments.items()})
             if name not in self._refusing:
                 logger.error("journal failed; refusing visits for pages on %s: %s", name, exc)
             self._refusing.add(name)
             return
-        outbox.spilled.append(offset)
         self.stats.batches_journaled += 1
         self._refusing.discard(name)
         logger.warning(
-            "node %s unreachable: %d pages (%d visits) moved to the journal",
-            name,
-            len(batch.increments),
-            batch.visits,
+            "node %s unreachable: %d pages (%d visits) moved to the journal", name, pages, visits
         )
 
     def _start_drain(self, name: str) -> asyncio.Task[None]:
@@ -280,6 +307,7 @@ class VisitCounter:
             try:
                 result = await self._store.apply(batch)
             except NodeUnavailableError as exc:
+                outbox.release()
                 self.stats.batches_failed += 1
                 logger.warning(
                     "flush to %s failed (%d pages, %d visits, batch %s/%d kept for retry): %s",
@@ -309,9 +337,7 @@ class VisitCounter:
                 self.cache.discard(page_id)
             return
         self.stats.batches_stored += 1
-        self.stats.visits_stored += sum(
-            batch.increments[page_id][0] for page_id in result.stored
-        )
+        self.stats.visits_stored += sum(batch.increments[page_id][0] for page_id in result.stored)
         for page_id, stored in result.stored.items():
             self.cache.raise_to(page_id, stored)
         for page_id, epoch in result.epochs.items():
@@ -373,21 +399,28 @@ class VisitCounter:
     # -- events from other workers ---------------------------------------------
 
     async def _listen(self, name: str) -> None:
-        """Follow one node's events channel; reconnect after errors."""
-        while True:
+        """Follow one node's events channel; reconnect after errors.
+
+        Stops when `_stopping` is set rather than by cancellation: a pub/sub
+        read cancelled mid-way can swallow the cancellation (seen with
+        redis-py 8.1) and leave the task hanging.
+        """
+        while not self._stopping.is_set():
             pubsub = self._manager.client(name).pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=_LISTEN_POLL_SECONDS)
                     if message is not None:
                         self._on_event(message["data"])
             except (RedisError, OSError) as exc:
                 logger.debug("events channel on %s: %s; resubscribing", name, exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            await asyncio.sleep(min(1.0, self._settings.health_check_interval_seconds))
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LISTEN_POLL_SECONDS):
+                    await self._stopping.wait()
 
     def _on_event(self, data: bytes) -> None:
         try:

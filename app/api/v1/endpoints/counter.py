@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -21,8 +22,12 @@ from app.schemas.counter import (
 router = APIRouter(prefix="/counter", tags=["counter"])
 metrics_router = APIRouter(prefix="/counter", tags=["monitoring"])  # only when ENABLE_METRICS
 
-_INVALID = {422: {"model": ErrorBody, "description": "Invalid page id"}}
-_UNAVAILABLE = {503: {"model": ErrorBody, "description": "The visit or count cannot be served now"}}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid page id"}
+}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "The visit or count cannot be served now"}
+}
 
 
 @router.post("/visit/{page_id}", response_model=VisitRecorded, responses=_INVALID | _UNAVAILABLE)

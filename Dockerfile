@@ -1,0 +1,40 @@
+# visit-counter API image. Runtime dependencies come from requirements.txt only
+# (pinned); the dev and embedded-node extras are not installed here because the
+# compose file supplies real Redis nodes through REDIS_NODES.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DATA_DIR=/data
+
+WORKDIR /srv/visit-counter
+
+# Dependencies first, so editing app/ does not invalidate this layer.
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+# A fixed, unprivileged uid so volume ownership is predictable across rebuilds.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin app \
+    && mkdir -p /data \
+    && chown app:app /data
+
+COPY app/ ./app/
+
+# The journal and any other on-disk state live here. Docker seeds an empty named
+# volume from the image, so the volume inherits the app user's ownership.
+VOLUME ["/data"]
+
+USER app
+
+EXPOSE 8000
+
+# The slim image has no curl; urlopen raises (exit 1) on refusal, timeout or a non-2xx reply.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/status', timeout=4)"]
+
+# Worker processes: uvicorn reads WEB_CONCURRENCY as the default for --workers,
+# so `docker run -e WEB_CONCURRENCY=4 ...` runs four workers without changing CMD.
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]

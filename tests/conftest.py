@@ -1,0 +1,93 @@
+"""Shared fixtures: real Redis-protocol nodes on free loopback ports, and settings for them.
+
+The session's three nodes are shared by integration and end-to-end tests and
+flushed before each test that asks for them. Fault tests that kill or pause a
+node get their own nodes (`node_factory`), so a fault never leaks into the
+next test. Nothing here ever touches a server on a fixed port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app.core.config import Settings
+from app.core.embedded_nodes import RedisNodeProcess, free_port
+
+NodeFactory = Callable[[int], list[RedisNodeProcess]]
+SettingsFactory = Callable[..., Settings]
+
+
+def start_nodes(count: int, root: Path) -> list[RedisNodeProcess]:
+    nodes: list[RedisNodeProcess] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            node = RedisNodeProcess(port, root / f"node-{port}")
+            node.start()
+            nodes.append(node)
+    except Exception:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def session_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisNodeProcess]]:
+    nodes = start_nodes(3, tmp_path_factory.mktemp("session-nodes"))
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def redis_nodes(session_nodes: list[RedisNodeProcess]) -> list[RedisNodeProcess]:
+    """The session's three nodes, emptied for this test."""
+    for node in session_nodes:
+        with redis.Redis(port=node.port) as client:
+            client.flushall()
+    return session_nodes
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
+    """Start N nodes of this test's own; all are stopped at teardown, whatever state."""
+    started: list[RedisNodeProcess] = []
+
+    def factory(count: int) -> list[RedisNodeProcess]:
+        nodes = start_nodes(count, tmp_path / f"nodes-{len(started)}")
+        started.extend(nodes)
+        return nodes
+
+    yield factory
+    for node in started:
+        node.stop()
+
+
+def node_urls(nodes: list[RedisNodeProcess]) -> str:
+    return ",".join(node.url for node in nodes)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    """Settings for the given nodes with test-friendly timings; keyword overrides win."""
+
+    def factory(nodes: list[RedisNodeProcess], **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_nodes": node_urls(nodes),
+            "data_dir": tmp_path / "data",
+            "batch_interval_seconds": 0.2,
+            "health_check_interval_seconds": 0.2,
+            "redis_timeout": 1.0,
+            "redis_retry_attempts": 1,
+            "shutdown_flush_timeout_seconds": 2.0,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return factory

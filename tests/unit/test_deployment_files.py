@@ -1,0 +1,340 @@
+"""The deployment files agree with the code: compose, Dockerfile, .env.example, requirements.
+
+These files are never executed by the rest of the suite, so they drift silently:
+a renamed setting, a Redis node without persistence, a key the service ignores.
+Each test pins one promise the files make to whoever runs `docker compose up`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dotenv import dotenv_values
+
+from app.core.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REDIS_SERVICES = ("redis1", "redis2", "redis3")
+COMPOSE_REDIS_NODES = "redis://redis1:6379,redis://redis2:6379,redis://redis3:6379"
+FIELD_KEYS = {name.upper() for name in Settings.model_fields}
+# Keys the compose file fixes for its own topology instead of passing the shell's value through.
+COMPOSE_FIXED_KEYS = {"REDIS_NODES": COMPOSE_REDIS_NODES, "DATA_DIR": "/data"}
+INTERPOLATION = re.compile(r"^\$\{(?P<key>[A-Z0-9_]+):-(?P<default>[^}]*)\}$")
+COMMENTED_ASSIGNMENT = re.compile(r"^#\s*(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+ASSIGNMENT = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() also reads the process environment; keep a developer's exports out."""
+    for key in FIELD_KEYS:
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found = compose.get("services")
+    assert isinstance(found, dict), "docker-compose.yml has no services mapping"
+    return found
+
+
+@pytest.fixture(scope="module")
+def app_environment(services: dict[str, Any]) -> dict[str, str]:
+    return environment_of(services["app"])
+
+
+@pytest.fixture(scope="module")
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    return dockerfile_instructions_of((REPO_ROOT / "Dockerfile").read_text())
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    """A service's `environment:` as a dict, whether written as a mapping or a list."""
+    raw = service.get("environment", {})
+    if isinstance(raw, list):
+        return dict(item.split("=", 1) for item in raw)
+    return {key: "" if value is None else str(value) for key, value in raw.items()}
+
+
+def command_text(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else str(command)
+
+
+def volume_targets(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> volume source, for short (`src:dst[:mode]`) and long syntax."""
+    targets: dict[str, str] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            targets[volume["target"]] = volume.get("source", "")
+        else:
+            source, target = str(volume).split(":")[:2]
+            targets[target] = source
+    return targets
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = service.get("healthcheck", {}).get("test", [])
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def dockerfile_instructions_of(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with `\\` continuations joined and comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    assert not pending, "Dockerfile ends inside a line continuation"
+    instructions = []
+    for line in lines:
+        keyword, _, arguments = line.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def arguments_of(instructions: list[tuple[str, str]], wanted: str) -> list[str]:
+    return [arguments for keyword, arguments in instructions if keyword == wanted]
+
+
+def parse_env_example() -> tuple[dict[str, str], dict[str, str]]:
+    """(set keys -> value as Settings' dotenv reader sees it, commented-out keys -> value)."""
+    path = REPO_ROOT / ".env.example"
+    commented: dict[str, str] = {}
+    assigned: list[str] = []
+    for line in path.read_text().splitlines():
+        if match := COMMENTED_ASSIGNMENT.match(line.strip()):
+            commented[match["key"]] = match["value"]
+        elif match := ASSIGNMENT.match(line.strip()):
+            assigned.append(match["key"])
+    values = {key: "" if value is None else value for key, value in dotenv_values(path).items()}
+    assert sorted(values) == sorted(assigned), "dotenv and a plain reading disagree on the keys"
+    return values, commented
+
+
+def default_of(field: str) -> object:
+    return Settings.model_fields[field].default
+
+
+# --- docker-compose.yml -----------------------------------------------------------------------
+
+
+def test_compose_defines_three_redis_nodes_and_the_app(services: dict[str, Any]) -> None:
+    assert set(REDIS_SERVICES) | {"app"} <= set(services)
+
+
+def test_compose_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose
+
+
+@pytest.mark.parametrize("name", REDIS_SERVICES)
+def test_redis_node_persists_with_aof(services: dict[str, Any], name: str) -> None:
+    command = command_text(services[name])
+    assert re.search(r"--appendonly\s+yes\b", command), command
+    assert re.search(r"--appendfsync\s+everysec\b", command), command
+
+
+@pytest.mark.parametrize("name", REDIS_SERVICES)
+def test_redis_node_has_a_ping_healthcheck(services: dict[str, Any], name: str) -> None:
+    assert "redis-cli ping" in healthcheck_text(services[name])
+
+
+@pytest.mark.parametrize("name", REDIS_SERVICES)
+def test_redis_node_keeps_data_in_a_named_volume(
+    compose: dict[str, Any], services: dict[str, Any], name: str
+) -> None:
+    source = volume_targets(services[name]).get("/data")
+    assert source, f"{name} has no volume at /data"
+    assert source in (compose.get("volumes") or {}), f"{source!r} is not a named volume"
+
+
+def test_redis_nodes_do_not_share_a_volume(services: dict[str, Any]) -> None:
+    sources = [volume_targets(services[name]).get("/data") for name in REDIS_SERVICES]
+    assert len(set(sources)) == len(REDIS_SERVICES), sources
+
+
+def test_app_publishes_port_8000(services: dict[str, Any]) -> None:
+    published = [str(port) for port in services["app"].get("ports", [])]
+    assert "8000:8000" in published
+
+
+def test_app_starts_after_every_redis_node_is_healthy(services: dict[str, Any]) -> None:
+    depends_on = services["app"].get("depends_on")
+    assert isinstance(depends_on, dict), "depends_on must be a mapping to carry conditions"
+    for name in REDIS_SERVICES:
+        assert depends_on.get(name, {}).get("condition") == "service_healthy", name
+
+
+def test_app_redis_nodes_are_the_three_services_in_order(app_environment: dict[str, str]) -> None:
+    nodes = app_environment["REDIS_NODES"].split(",")
+    assert nodes == [f"redis://{name}:6379" for name in REDIS_SERVICES]
+
+
+def test_app_environment_sets_only_settings_fields(app_environment: dict[str, str]) -> None:
+    unknown = set(app_environment) - FIELD_KEYS
+    assert not unknown, f"not Settings fields (the service would ignore them): {sorted(unknown)}"
+
+
+def test_app_environment_fallbacks_are_the_settings_defaults(
+    app_environment: dict[str, str],
+) -> None:
+    for key, value in app_environment.items():
+        if key in COMPOSE_FIXED_KEYS:
+            assert value == COMPOSE_FIXED_KEYS[key], key
+            continue
+        match = INTERPOLATION.match(value)
+        assert match, f"{key}={value!r} should be ${{{key}:-default}}"
+        assert match["key"] == key, f"{key} interpolates another variable, {match['key']}"
+        field = key.lower()
+        parsed = getattr(Settings(_env_file=None, **{field: match["default"]}), field)
+        assert parsed == default_of(field), f"{key}: {parsed!r} != {default_of(field)!r}"
+
+
+def test_app_fixed_values_are_valid_settings(app_environment: dict[str, str]) -> None:
+    fixed = {key.lower(): app_environment[key] for key in COMPOSE_FIXED_KEYS}
+    settings = Settings(_env_file=None, **fixed)
+    assert not settings.uses_embedded_nodes
+    assert settings.data_dir == Path("/data")
+
+
+def test_app_data_dir_is_a_named_volume(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    source = volume_targets(services["app"]).get("/data")
+    assert source in (compose.get("volumes") or {}), "the journal must outlive the container"
+
+
+def test_app_healthcheck_gets_status(services: dict[str, Any]) -> None:
+    check = healthcheck_text(services["app"])
+    assert "http://127.0.0.1:8000/status" in check
+    assert "curl" not in check, "python:3.11-slim has no curl"
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def test_dockerfile_uses_python_311_slim(dockerfile_instructions: list[tuple[str, str]]) -> None:
+    bases = arguments_of(dockerfile_instructions, "FROM")
+    assert bases, "no FROM instruction"
+    assert bases[-1].split()[0] == "python:3.11-slim"
+
+
+def test_dockerfile_runs_as_a_non_root_user(dockerfile_instructions: list[tuple[str, str]]) -> None:
+    keywords = [keyword for keyword, _ in dockerfile_instructions]
+    users = arguments_of(dockerfile_instructions, "USER")
+    assert users, "no USER instruction: the container runs as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), user
+    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
+    assert keywords.index("CMD") > last_user, "CMD must come after USER"
+
+
+def test_dockerfile_installs_from_requirements_only(
+    dockerfile_instructions: list[tuple[str, str]],
+) -> None:
+    runs = arguments_of(dockerfile_instructions, "RUN")
+    installs = [arguments for arguments in runs if "pip install" in arguments]
+    assert installs == ["pip install --no-cache-dir -r requirements.txt"], installs
+
+
+def test_dockerfile_healthcheck_gets_status(
+    dockerfile_instructions: list[tuple[str, str]],
+) -> None:
+    checks = arguments_of(dockerfile_instructions, "HEALTHCHECK")
+    assert len(checks) == 1
+    assert "http://127.0.0.1:8000/status" in checks[0]
+    assert "urllib" in checks[0]
+
+
+def test_dockerfile_exposes_and_serves_8000(
+    dockerfile_instructions: list[tuple[str, str]],
+) -> None:
+    assert ("EXPOSE", "8000") in dockerfile_instructions
+    commands = arguments_of(dockerfile_instructions, "CMD")
+    assert len(commands) == 1
+    assert '"app.main:app"' in commands[0]
+    assert '"--port", "8000"' in commands[0]
+
+
+def test_dockerfile_data_dir_is_a_volume(dockerfile_instructions: list[tuple[str, str]]) -> None:
+    assert ("VOLUME", '["/data"]') in dockerfile_instructions
+    env = " ".join(arguments_of(dockerfile_instructions, "ENV"))
+    assert "DATA_DIR=/data" in env.split()
+
+
+# --- .env.example -----------------------------------------------------------------------------
+
+
+def test_env_example_lists_every_setting() -> None:
+    values, commented = parse_env_example()
+    missing = FIELD_KEYS - set(values) - set(commented)
+    assert not missing, f"undocumented settings: {sorted(missing)}"
+
+
+def test_env_example_has_no_unknown_keys() -> None:
+    values, commented = parse_env_example()
+    unknown = (set(values) | set(commented)) - FIELD_KEYS
+    assert not unknown, f"not Settings fields: {sorted(unknown)}"
+
+
+def test_env_example_leaves_redis_nodes_unset_showing_the_compose_value() -> None:
+    values, commented = parse_env_example()
+    assert "REDIS_NODES" not in values, "a set REDIS_NODES would disable the embedded nodes"
+    assert commented.get("REDIS_NODES") == COMPOSE_REDIS_NODES
+
+
+def test_env_example_values_are_the_defaults() -> None:
+    values, _ = parse_env_example()
+    for key, value in values.items():
+        field = key.lower()
+        parsed = getattr(Settings(_env_file=None, **{field: value}), field)
+        assert parsed == default_of(field), f"{key}={value!r} gives {parsed!r}"
+
+
+def test_env_example_loads_as_an_env_file_to_the_defaults() -> None:
+    loaded = Settings(_env_file=REPO_ROOT / ".env.example")
+    assert loaded == Settings(_env_file=None)
+
+
+def test_env_example_explains_each_key_on_the_line_above() -> None:
+    lines = (REPO_ROOT / ".env.example").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if ASSIGNMENT.match(line) or COMMENTED_ASSIGNMENT.match(line):
+            above = lines[number - 1] if number else ""
+            explained = re.match(r"^# \S", above) and not COMMENTED_ASSIGNMENT.match(above)
+            assert explained, f"no comment above {line!r}"
+
+
+# --- requirements.txt -------------------------------------------------------------------------
+
+
+def requirement_lines() -> list[str]:
+    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_requirements_pin_every_line() -> None:
+    pinned = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!-]+$")
+    unpinned = [line for line in requirement_lines() if not pinned.match(line)]
+    assert requirement_lines(), "requirements.txt is empty"
+    assert not unpinned, unpinned
+
+
+def test_requirements_cover_the_servers_the_image_runs() -> None:
+    names = {line.split("==")[0].split("[")[0].lower() for line in requirement_lines()}
+    assert {"uvicorn", "uvloop", "httptools", "fastapi", "redis"} <= names

@@ -1,0 +1,352 @@
+"""The on-disk journal, with real files: append/read, truncation, close, orphan claims."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.services.batch import Batch
+from app.services.journal import Journal, JournalError
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_A = "redis://127.0.0.1:7070"
+NODE_B = "redis://127.0.0.1:7071"
+
+
+def make_batch(writer: str, seq: int, node: str = NODE_A, **counts: int) -> Batch:
+    increments = {page: (count, 0) for page, count in (counts or {f"page{seq}": seq}).items()}
+    return Batch(writer=writer, seq=seq, node=node, increments=increments)
+
+
+def ack_line(batch: Batch) -> str:
+    return json.dumps({"ack": [batch.writer, batch.seq, batch.node]})
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    return tmp_path / "journal"
+
+
+@pytest.fixture
+def journal(directory: Path) -> Iterator[Journal]:
+    journal = Journal(directory, "live")
+    journal.open()
+    yield journal
+    journal.close()
+
+
+def test_append_and_read_back_by_offset(journal: Journal) -> None:
+    batches = [
+        make_batch("live", 1, home=3, about=1),
+        make_batch("live", 2, NODE_B, blog=7),
+        make_batch("live", 3, **{"caf:e~1": 2}),
+    ]
+
+    offsets = [journal.append(batch) for batch in batches]
+
+    assert offsets[0] == 0
+    assert offsets == sorted(set(offsets))
+    assert [journal.read(offset) for offset in reversed(offsets)] == list(reversed(batches))
+    assert journal.outstanding == 3
+
+
+def test_reading_does_not_disturb_where_the_next_append_goes(journal: Journal) -> None:
+    first = make_batch("live", 1)
+    offset = journal.append(first)
+    journal.read(offset)
+    second_offset = journal.append(make_batch("live", 2))
+
+    assert journal.read(offset) == first
+    assert journal.read(second_offset) == make_batch("live", 2)
+
+
+def test_acknowledging_everything_outstanding_truncates_the_file(journal: Journal) -> None:
+    first, second = make_batch("live", 1), make_batch("live", 2)
+    journal.append(first)
+    journal.append(second)
+    size_with_both = journal.path.stat().st_size
+
+    journal.acknowledge(first)
+    assert journal.outstanding == 1
+    assert journal.path.stat().st_size > size_with_both  # an ack record, not a truncation
+
+    journal.acknowledge(second)
+    assert journal.outstanding == 0
+    assert journal.path.stat().st_size == 0
+
+    third = make_batch("live", 3)
+    offset = journal.append(third)
+    assert offset == 0
+    assert journal.read(offset) == third
+
+
+def test_acknowledging_an_unknown_batch_changes_nothing(journal: Journal) -> None:
+    journal.append(make_batch("live", 1))
+    size = journal.path.stat().st_size
+
+    journal.acknowledge(make_batch("live", 99))
+    journal.acknowledge(make_batch("live", 1, NODE_B))  # same writer and seq, other node
+
+    assert journal.outstanding == 1
+    assert journal.path.stat().st_size == size
+
+
+def test_close_removes_a_file_with_nothing_outstanding(directory: Path) -> None:
+    journal = Journal(directory, "w1")
+    journal.open()
+    batch = make_batch("w1", 1)
+    journal.append(batch)
+    journal.acknowledge(batch)
+
+    journal.close()
+
+    assert not journal.path.exists()
+    assert list(directory.iterdir()) == []
+
+
+def test_close_keeps_a_file_with_outstanding_batches(directory: Path) -> None:
+    journal = Journal(directory, "w1")
+    journal.open()
+    kept = make_batch("w1", 2)
+    journal.append(make_batch("w1", 1))
+    journal.append(kept)
+    journal.acknowledge(make_batch("w1", 1))
+
+    journal.close()
+
+    assert journal.path.exists()
+    with pytest.raises(JournalError, match="not open"):
+        journal.append(make_batch("w1", 3))
+    successor = Journal(directory, "w2")
+    successor.open()
+    assert [batch for batch, _ in successor.claim_orphans()] == [kept]
+    successor.close()
+
+
+def write_orphan(directory: Path, writer: str, lines: list[str], torn: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{writer}.jsonl"
+    path.write_text("".join(line + "\n" for line in lines) + torn)
+    return path
+
+
+def test_claim_takes_unacknowledged_batches_from_a_dead_writer(
+    directory: Path, journal: Journal
+) -> None:
+    acked = make_batch("dead", 1, NODE_A, home=2)
+    kept_b = make_batch("dead", 2, NODE_B, about=5)
+    kept_a = make_batch("dead", 3, NODE_A, home=1, blog=4)
+    inherited = make_batch("older", 7, NODE_A, contact=1)  # claimed earlier by "dead"
+    torn = make_batch("dead", 4, NODE_A, lost=1).to_json()[:-9]
+    orphan = write_orphan(
+        directory,
+        "dead",
+        [acked.to_json(), kept_b.to_json(), inherited.to_json(), ack_line(acked), kept_a.to_json()],
+        torn=torn,
+    )
+
+    claimed = journal.claim_orphans()
+
+    batches = [batch for batch, _ in claimed]
+    assert sorted(batches, key=lambda b: (b.writer, b.seq)) == [kept_b, kept_a, inherited]
+    for batch, offset in claimed:
+        assert journal.read(offset) == batch
+    assert journal.outstanding == 3
+    assert not orphan.exists()
+    assert [path.name for path in directory.iterdir()] == ["live.jsonl"]
+
+
+def test_claimed_batches_keep_writer_and_seq_through_a_second_claim(directory: Path) -> None:
+    original = make_batch("dead", 41, NODE_B, home=3)
+    write_orphan(directory, "dead", [original.to_json()])
+    heir = Journal(directory, "heir")
+    heir.open()
+    heir.claim_orphans()
+    heir.close()  # dies in turn with the claimed batch outstanding
+
+    last = Journal(directory, "last")
+    last.open()
+    claimed = last.claim_orphans()
+    last.close()
+
+    assert [batch for batch, _ in claimed] == [original]
+    assert (claimed[0][0].writer, claimed[0][0].seq) == ("dead", 41)
+
+
+def test_acknowledging_claimed_batches_empties_the_new_file(
+    directory: Path, journal: Journal
+) -> None:
+    lines = [make_batch("dead", seq).to_json() for seq in (1, 2)]
+    write_orphan(directory, "dead", lines)
+    claimed = journal.claim_orphans()
+
+    for batch, _ in claimed:
+        journal.acknowledge(batch)
+
+    assert journal.outstanding == 0
+    assert journal.path.stat().st_size == 0
+
+
+def test_an_empty_orphan_file_is_removed(directory: Path, journal: Journal) -> None:
+    orphan = write_orphan(directory, "dead", [])
+
+    assert journal.claim_orphans() == []
+    assert not orphan.exists()
+
+
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_live_writers_file_is_not_claimed_until_it_dies(
+    directory: Path, journal: Journal
+) -> None:
+    batch = make_batch("alive", 1, home=9)
+    orphan = write_orphan(directory, "alive", [batch.to_json()])
+    content = orphan.read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(orphan)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+
+        assert journal.claim_orphans() == []
+        assert orphan.read_bytes() == content
+        assert journal.outstanding == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+    # Once its writer is gone the very same file is claimable: the lock was the only reason.
+    assert [claimed for claimed, _ in journal.claim_orphans()] == [batch]
+    assert not orphan.exists()
+
+
+def test_writing_to_a_full_disk_raises_journal_error(directory: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    directory.mkdir(parents=True)
+    (directory / "full.jsonl").symlink_to("/dev/full")
+    journal = Journal(directory, "full")
+    journal.open()
+    try:
+        with pytest.raises(JournalError, match="cannot write journal"):
+            journal.append(make_batch("full", 1))
+        assert journal.outstanding == 0
+    finally:
+        journal.close()
+
+
+def test_a_failed_fsync_leaves_no_record_that_a_later_claim_would_replay(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VisitCounter._spill puts a batch's visits back in memory when append() raises, and
+    # seals them again later under a new seq. The failed record must therefore not stay
+    # in the file: a later claim would replay it and count those visits twice.
+    journal = Journal(directory, "dead")
+    journal.open()
+    real_fsync = os.fsync
+    calls = 0
+
+    def failing_once(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    failed = make_batch("dead", 1, home=5)
+    with pytest.raises(JournalError):
+        journal.append(failed)
+    resealed = make_batch("dead", 2, home=5, about=1)  # the same visits, sealed again
+    journal.append(resealed)
+    journal.close()  # the writer stops (or dies) with `resealed` outstanding
+    monkeypatch.undo()
+
+    heir = Journal(directory, "heir")
+    heir.open()
+    claimed = [batch for batch, _ in heir.claim_orphans()]
+    heir.close()
+
+    assert claimed == [resealed]
+
+
+SHORT_WRITE = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pathlib import Path
+    from app.services.batch import Batch
+    from app.services.journal import Journal, JournalError
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    journal = Journal(Path(sys.argv[1]), "dead")
+    journal.open()
+    journal.append(Batch("dead", 1, "n", {"first": (1, 0)}))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # The disk fills up mid-record: the kernel writes only the first 20 bytes.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (journal.path.stat().st_size + 20, hard))
+    try:
+        journal.append(Batch("dead", 2, "n", {"second": (2, 0)}))
+    except JournalError as exc:
+        print("short write:", exc)
+    else:
+        sys.exit("expected a short write")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    journal.append(Batch("dead", 3, "n", {"third": (3, 0)}))
+    journal.close()
+    """
+)
+
+
+def test_a_short_write_does_not_corrupt_the_next_record(directory: Path) -> None:
+    # A real partial write (RLIMIT_FSIZE stands in for a nearly full disk), in a child
+    # process so the limit cannot touch pytest's own files. Batch 3 was appended and
+    # fsynced successfully, so it must survive a restart.
+    child = subprocess.run(
+        [sys.executable, "-c", SHORT_WRITE, str(directory)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert "short write" in child.stdout
+
+    heir = Journal(directory, "heir")
+    heir.open()
+    claimed = sorted((batch.seq for batch, _ in heir.claim_orphans()))
+    heir.close()
+
+    assert claimed == [1, 3]
+
+
+def test_opening_a_file_another_process_holds_raises_journal_error(directory: Path) -> None:
+    # STYLE.md habit 7: OS errors are translated at the boundary. open() lets the
+    # BlockingIOError from flock escape (and leaks the descriptor it just opened).
+    holder = Journal(directory, "same")
+    holder.open()
+    try:
+        second = Journal(directory, "same")
+        with pytest.raises(JournalError):
+            second.open()
+    finally:
+        holder.close()

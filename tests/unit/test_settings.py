@@ -1,0 +1,325 @@
+"""Settings: the seed's keys and defaults, REDIS_NODES parsing, and one-line start-up errors.
+
+Every test runs in an empty temporary directory with no setting in the
+environment, so neither a developer's `.env` nor their exports can leak in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.core.config import (
+    EMBEDDED_NODES,
+    Settings,
+    SettingsError,
+    load_settings,
+    redact_url,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIELD_KEYS = sorted(name.upper() for name in Settings.model_fields)
+
+# The seed's `.env` block, verbatim: the file users were told to write must keep working.
+SEED_ENV = """\
+# Redis Configuration
+REDIS_NODES=redis://redis1:6379,redis://redis2:6379,redis://redis3:6379
+REDIS_PASSWORD=
+REDIS_DB=0
+REDIS_TIMEOUT=5
+REDIS_RETRY_ATTEMPTS=3
+
+# Consistent Hashing Configuration
+VIRTUAL_NODES=100
+
+# Cache Configuration
+CACHE_TTL_SECONDS=5
+CACHE_CAPACITY=1000
+
+# Batch Processing Configuration
+BATCH_INTERVAL_SECONDS=5.0
+BATCH_SIZE_LIMIT=1000
+
+# Application Configuration
+DEBUG=true
+API_PREFIX=/api/v1
+PROJECT_NAME=Visit Counter Service
+
+# Monitoring Configuration
+ENABLE_METRICS=true
+METRICS_INTERVAL_SECONDS=60
+"""
+
+# The seed's values for every key it names except REDIS_NODES (compose-specific) and
+# DEBUG (the seed turns it on as an example; the service defaults to off).
+SEED_DEFAULTS: dict[str, object] = {
+    "redis_password": "",
+    "redis_db": 0,
+    "redis_timeout": 5.0,
+    "redis_retry_attempts": 3,
+    "virtual_nodes": 100,
+    "cache_ttl_seconds": 5.0,
+    "cache_capacity": 1000,
+    "batch_interval_seconds": 5.0,
+    "batch_size_limit": 1000,
+    "api_prefix": "/api/v1",
+    "project_name": "Visit Counter Service",
+    "enable_metrics": True,
+    "metrics_interval_seconds": 60.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty working directory (no `.env`) and no setting in the environment."""
+    for key in FIELD_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def settings_error(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> str:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    return str(caught.value)
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "expected"), SEED_DEFAULTS.items())
+def test_default_is_the_seed_value(field: str, expected: object) -> None:
+    value = getattr(load_settings(), field)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_debug_is_off_by_default() -> None:
+    assert load_settings().debug is False
+
+
+def test_unset_redis_nodes_means_the_embedded_nodes() -> None:
+    settings = load_settings()
+    assert settings.redis_nodes == (
+        "redis://127.0.0.1:7070",
+        "redis://127.0.0.1:7071",
+        "redis://127.0.0.1:7072",
+    )
+    assert settings.uses_embedded_nodes
+
+
+def test_the_seed_env_file_loads(isolated: Path) -> None:
+    (isolated / ".env").write_text(SEED_ENV)
+    settings = load_settings()
+    assert settings.redis_nodes == (
+        "redis://redis1:6379",
+        "redis://redis2:6379",
+        "redis://redis3:6379",
+    )
+    assert settings.debug is True
+    for field, expected in SEED_DEFAULTS.items():
+        assert getattr(settings, field) == expected, field
+
+
+def test_environment_wins_over_env_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (isolated / ".env").write_text("VIRTUAL_NODES=7\nCACHE_CAPACITY=9\n")
+    monkeypatch.setenv("VIRTUAL_NODES", "11")
+    settings = load_settings()
+    assert settings.virtual_nodes == 11
+    assert settings.cache_capacity == 9
+
+
+# --- REDIS_NODES parsing ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("redis://a:6379", ("redis://a:6379",)),
+        ("redis://a:1,redis://b:2,rediss://c:3", ("redis://a:1", "redis://b:2", "rediss://c:3")),
+        (" redis://a:1 ,  redis://b:2\t, ", ("redis://a:1", "redis://b:2")),
+        ("redis://b:2,redis://a:1", ("redis://b:2", "redis://a:1")),  # order is kept
+    ],
+)
+def test_redis_nodes_is_split_on_commas(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("REDIS_NODES", raw)
+    settings = load_settings()
+    assert settings.redis_nodes == expected
+    assert not settings.uses_embedded_nodes
+
+
+@pytest.mark.parametrize("raw", ["", "   ", " , ,"])
+def test_empty_redis_nodes_means_the_embedded_nodes(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("REDIS_NODES", raw)
+    settings = load_settings()
+    assert settings.redis_nodes == EMBEDDED_NODES
+    assert settings.uses_embedded_nodes
+
+
+# --- one-line errors naming the key -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("REDIS_NODES", "http://host:6379"),  # not redis://
+        ("REDIS_NODES", "host:6379"),
+        ("REDIS_NODES", "redis://:6379"),  # no host
+        ("REDIS_NODES", "redis://a:6379,redis://a:6379"),  # the same node twice
+        ("REDIS_NODES", "redis://a:port"),
+        ("REDIS_NODES", "redis://a:65536"),
+        ("REDIS_NODES", "redis://a:-1"),
+        ("VIRTUAL_NODES", "abc"),
+        ("VIRTUAL_NODES", "0"),
+        ("VIRTUAL_NODES", "-100"),
+        ("REDIS_DB", "-1"),
+        ("REDIS_DB", "zero"),
+        ("REDIS_TIMEOUT", "-5"),
+        ("REDIS_TIMEOUT", "five"),
+        ("REDIS_RETRY_ATTEMPTS", "-1"),
+        ("HEALTH_CHECK_INTERVAL_SECONDS", "-1"),
+        ("CACHE_TTL_SECONDS", "-5"),
+        ("CACHE_CAPACITY", "-1"),
+        ("CACHE_CAPACITY", "1k"),
+        ("BATCH_INTERVAL_SECONDS", "-5.0"),
+        ("BATCH_INTERVAL_SECONDS", "soon"),
+        ("BATCH_SIZE_LIMIT", "-1000"),
+        ("MAX_PENDING_PAGES_PER_NODE", "-1"),
+        ("SHUTDOWN_FLUSH_TIMEOUT_SECONDS", "-1"),
+        ("METRICS_INTERVAL_SECONDS", "-60"),
+        ("METRICS_INTERVAL_SECONDS", "hourly"),
+        ("DEBUG", "maybe"),
+        ("ENABLE_METRICS", "sometimes"),
+        ("API_PREFIX", "api/v1"),
+        ("API_PREFIX", "/api/v1/"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    message = settings_error(monkeypatch, key, value)
+    assert "\n" not in message
+    assert f"{key}:" in message
+    others = [other for other in FIELD_KEYS if other != key and f"{other}:" in message]
+    assert not others, f"blames {others} too: {message}"
+
+
+def test_every_bad_key_is_reported_on_the_same_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTUAL_NODES", "abc")
+    monkeypatch.setenv("CACHE_CAPACITY", "-1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "VIRTUAL_NODES:" in message
+    assert "CACHE_CAPACITY:" in message
+
+
+def test_pending_bound_below_batch_size_names_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_SIZE_LIMIT", "500")
+    message = settings_error(monkeypatch, "MAX_PENDING_PAGES_PER_NODE", "499")
+    assert "\n" not in message
+    assert "MAX_PENDING_PAGES_PER_NODE" in message
+    assert "BATCH_SIZE_LIMIT" in message
+
+
+def test_error_hides_the_validation_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTUAL_NODES", "abc")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+# --- passwords never leak ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "redis://:secret@host:6379,redis://:secret@host:6379",  # duplicate
+        "redis://:secret@host:port",  # bad port
+        "redis://:secret@host:99999",  # port out of range
+        "redis://:secret@:6379",  # no host
+        "http://:secret@host:6379",  # wrong scheme
+        "redis://user:secret@host:6379,redis://user:secret@host:6379",
+    ],
+)
+def test_password_never_appears_in_the_error(monkeypatch: pytest.MonkeyPatch, nodes: str) -> None:
+    message = settings_error(monkeypatch, "REDIS_NODES", nodes)
+    assert "REDIS_NODES:" in message
+    assert "secret" not in message
+
+
+@pytest.mark.parametrize("nodes", ["redis://:se/cret@host:6379", "redis://:se#cret@host:6379"])
+def test_unescaped_password_never_appears_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, nodes: str
+) -> None:
+    message = settings_error(monkeypatch, "REDIS_NODES", nodes)
+    assert "cret" not in message
+
+
+def test_port_zero_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = settings_error(monkeypatch, "REDIS_NODES", "redis://host:0")
+    assert "REDIS_NODES:" in message
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "redis://h:6379,redis://H:6379/",
+        "redis://h,redis://h:6379",
+        "redis://:a@h:6379,redis://:b@h:6379",
+    ],
+)
+def test_the_same_server_spelled_twice_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, nodes: str
+) -> None:
+    message = settings_error(monkeypatch, "REDIS_NODES", nodes)
+    assert "same server" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:secret@host:6379", "redis://:***@host:6379"),
+        ("redis://user:secret@host:6379/2", "redis://user:***@host:6379/2"),
+        ("rediss://:p%40ss@host:6380", "rediss://:***@host:6380"),
+        ("redis://host:6379", "redis://host:6379"),
+        ("redis://user@host:6379", "redis://user@host:6379"),
+        ("redis://:se/cret@host:6379", "redis://:***@host:6379"),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+# --- the process entry point ------------------------------------------------------------------
+
+
+def test_bad_setting_stops_the_app_import_with_one_line() -> None:
+    env = {key: value for key, value in os.environ.items() if key.upper() not in FIELD_KEYS}
+    env["VIRTUAL_NODES"] = "abc"
+    result = subprocess.run(
+        [sys.executable, "-c", "import app.main; app.main.app"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "VIRTUAL_NODES" in lines[0]
