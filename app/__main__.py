@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -33,6 +34,11 @@ def _start_embedded_nodes(settings: Settings, stack: ExitStack) -> None:
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.debug)
+    # uvicorn re-raises the signal that stopped it once shutdown is complete;
+    # with these no-op handlers that re-raise returns here, so the embedded nodes
+    # are stopped after the service's final flush and the exit code is 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     with ExitStack() as stack:
         if settings.uses_embedded_nodes:
             _start_embedded_nodes(settings, stack)

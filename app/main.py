@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.deps import Runtime
@@ -68,12 +69,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)
     app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error_response)  # type: ignore[arg-type]
     return app
 
 
 async def _counter_error_response(request: Request, exc: CounterError) -> JSONResponse:
     body = ErrorBody(error=exc.code, message=exc.message)
     return JSONResponse(body.model_dump(), status_code=exc.status_code)
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
+    body = ErrorBody(error=_HTTP_ERROR_CODES.get(exc.status_code, "http_error"), message=exc.detail)
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
 def __getattr__(name: str) -> FastAPI:

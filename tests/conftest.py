@@ -17,6 +17,7 @@ import redis
 
 from app.core.config import Settings
 from app.core.embedded_nodes import RedisNodeProcess, free_port
+from tests.support.service import ServiceProcess
 
 NodeFactory = Callable[[int], list[RedisNodeProcess]]
 SettingsFactory = Callable[..., Settings]
@@ -91,3 +92,41 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
         return Settings(_env_file=None, **values)
 
     return factory
+
+
+ServiceFactory = Callable[..., ServiceProcess]
+
+
+def service_env(
+    nodes: list[RedisNodeProcess], data_dir: Path, **overrides: object
+) -> dict[str, str]:
+    env = {
+        "REDIS_NODES": ",".join(node.url for node in nodes),
+        "DATA_DIR": str(data_dir),
+        "BATCH_INTERVAL_SECONDS": "0.3",
+        "HEALTH_CHECK_INTERVAL_SECONDS": "0.3",
+        "REDIS_TIMEOUT": "1",
+        "REDIS_RETRY_ATTEMPTS": "1",
+        "SHUTDOWN_FLUSH_TIMEOUT_SECONDS": "3",
+    }
+    env.update({key.upper(): str(value) for key, value in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Start services on the given nodes (data under this test's tmp dir); kill leftovers."""
+    started: list[ServiceProcess] = []
+
+    def factory(
+        nodes: list[RedisNodeProcess], workers: int = 1, **overrides: object
+    ) -> ServiceProcess:
+        env = service_env(nodes, tmp_path / "data", **overrides)
+        service = ServiceProcess(env, tmp_path / f"service-{len(started)}.log", workers=workers)
+        service.start()
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        service.kill()

@@ -1,0 +1,89 @@
+"""A real uvicorn process running the service, for end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from app.core.embedded_nodes import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServiceProcess:
+    """`uvicorn app.main:app` on a free loopback port, configured through its environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.workers = workers
+        self.log_path = log_path
+        self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [
+            sys.executable, "-m", "uvicorn", "app.main:app",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(self.workers),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--timeout-graceful-shutdown", "10",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"service exited at start:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/status", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"service did not answer within {timeout}s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as an orchestrator stops it; return the exit code."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout)
+        finally:
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (a crash)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            for pid in [*self._worker_pids(), self._process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+
+    def _worker_pids(self) -> list[int]:
+        assert self._process is not None
+        children = Path(f"/proc/{self._process.pid}/task/{self._process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
