@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Distinct pages held in memory for one unreachable node before the journal.",
     )
     shutdown_flush_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    journal_visits: bool = Field(
+        default=False,
+        description="Append every visit to a per-process log before acknowledging it, "
+        "so even kill -9 loses nothing (one write() per visit, no fsync).",
+    )
 
     # Application
     debug: bool = False

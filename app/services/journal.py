@@ -18,10 +18,11 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from app.services.batch import Batch
+from app.services.visit_log import read_segment, segments_of
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +88,16 @@ class Journal:
             # Harmless: the batch replays idempotently if this process dies.
             logger.warning("could not record the acknowledgement of batch %s", key)
 
-    def claim_orphans(self) -> list[tuple[Batch, int]]:
-        """Take over the files of dead writers: copy their unacknowledged batches here.
+    def claim_orphans(self, owner_of: Callable[[str], str]) -> list[tuple[Batch, int]]:
+        """Take over the files of dead writers: copy their unsent batches here.
 
+        A dead writer's batches come from its journal and, when it ran with
+        JOURNAL_VISITS, from its visit-log segments: segment N becomes one batch
+        per owner node with seq N, except where a journaled batch for that node
+        already covers it. Each orphan file is locked, copied (fsync) and only
+        then removed, so a crash at any point leaves every batch in at least one
+        file, and replaying a batch twice is harmless (same writer and seq).
         Returns each claimed batch with its offset in this process's file.
-
-        Each orphan file is locked, copied (fsync) and only then removed, so a
-        crash at any point leaves every batch in at least one file, and
-        replaying a batch twice is harmless.
         """
         claimed: list[tuple[Batch, int]] = []
         for path in sorted(self.directory.glob("*.jsonl")):
@@ -111,10 +114,15 @@ class Journal:
                     continue  # its writer is alive
                 if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue
-                batches = sorted(
-                    _unacknowledged(path), key=lambda batch: (batch.writer, batch.node, batch.seq)
-                )
+                writer = path.name.removesuffix(".jsonl")
+                batches, covered = _unacknowledged(path)
+                segments = list(segments_of(self.directory, writer))
+                for number, segment in segments:
+                    batches.extend(_segment_batches(writer, number, segment, owner_of, covered))
+                batches.sort(key=lambda batch: (batch.writer, batch.node, batch.seq))
                 claimed.extend((batch, self.append(batch)) for batch in batches)
+                for _, segment in segments:
+                    segment.unlink()
                 path.unlink()
                 if batches:
                     logger.info(
@@ -127,11 +135,11 @@ class Journal:
                 os.close(fd)
         return claimed
 
-    def close(self) -> None:
-        """Release the file; remove it when it holds nothing outstanding."""
+    def close(self, *, keep: bool = False) -> None:
+        """Release the file; remove it when it holds nothing outstanding (unless `keep`)."""
         if self._fd is None:
             return
-        if not self._outstanding:
+        if not self._outstanding and not keep:
             self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
@@ -165,9 +173,11 @@ class Journal:
         return self._fd
 
 
-def _unacknowledged(path: Path) -> Iterator[Batch]:
-    """Batches in `path` without a later acknowledgement; a torn last line is skipped."""
+def _unacknowledged(path: Path) -> tuple[list[Batch], dict[str, int]]:
+    """Batches in `path` without a later acknowledgement, and per node the highest
+    seq journaled (acknowledged or not). A torn last line is skipped."""
     batches: dict[BatchKey, Batch] = {}
+    highest: dict[str, int] = {}
     with path.open("rb") as handle:
         for raw in handle:
             try:
@@ -178,6 +188,23 @@ def _unacknowledged(path: Path) -> Iterator[Batch]:
                 else:
                     batch = Batch.from_json(raw.decode())
                     batches[(batch.writer, batch.seq, batch.node)] = batch
+                    highest[batch.node] = max(highest.get(batch.node, 0), batch.seq)
             except (ValueError, KeyError, TypeError):
                 logger.warning("journal %s: skipping an unreadable line", path.name)
-    yield from batches.values()
+    return list(batches.values()), highest
+
+
+def _segment_batches(
+    writer: str,
+    number: int,
+    segment: Path,
+    owner_of: Callable[[str], str],
+    covered: dict[str, int],
+) -> Iterator[Batch]:
+    """Batches (seq `number`) for the parts of a segment no journaled batch covers."""
+    by_node: dict[str, dict[str, tuple[int, int]]] = {}
+    for page_id, counted in read_segment(segment).items():
+        by_node.setdefault(owner_of(page_id), {})[page_id] = counted
+    for node, increments in by_node.items():
+        if number > covered.get(node, 0):
+            yield Batch(writer=writer, seq=number, node=node, increments=increments)

@@ -33,6 +33,7 @@ from app.services.cache import StoredCountCache
 from app.services.journal import Journal, JournalError
 from app.services.node_store import ApplyResult, NodeStore
 from app.services.outbox import NodeOutbox
+from app.services.visit_log import VisitLog
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,14 @@ class VisitCounter:
         self.pending: dict[str, int] = {}
         self._epochs: dict[str, int] = {}  # pages ever reset -> epoch this process knows
         self._outboxes = {name: NodeOutbox(name) for name in manager.names}
-        self._seq = 0
+        # Flush number: a batch's seq is the flush that sealed it (see visit_log.py).
+        self._swap = 0
+        self.visit_log = (
+            VisitLog(settings.journal_dir, self.writer) if settings.journal_visits else None
+        )
+        self._visit_log_failed = False
+        # Per node: every increment from flushes up to this number is stored or journaled.
+        self._covered: dict[str, int] = dict.fromkeys(manager.names, 0)
         self._refusing: set[str] = set()  # nodes whose visits cannot be kept right now
         self._acks: dict[str, int] = dict.fromkeys(manager.names, 0)  # batches stored, per node
         self._resets = 0
@@ -104,7 +112,9 @@ class VisitCounter:
     async def start(self) -> None:
         """Open the journal, adopt dead processes' journals, start flusher and listeners."""
         self.journal.open()
-        for batch, offset in self.journal.claim_orphans():
+        if self.visit_log is not None:
+            self.visit_log.open(self._swap + 1)
+        for batch, offset in self.journal.claim_orphans(self.ring.owner):
             outbox = self._outboxes.get(batch.node)
             if outbox is not None:
                 outbox.spilled.append(offset)
@@ -132,8 +142,10 @@ class VisitCounter:
             logger.warning("shutdown: flush did not finish in time; journaling the rest")
         except Exception:
             logger.exception("shutdown: flush failed; journaling the rest")
-        left_batches, left_visits = self._journal_everything()
-        self.journal.close()
+        left_batches, left_visits, complete = self._journal_everything()
+        if self.visit_log is not None:
+            self.visit_log.close(remove=complete)
+        self.journal.close(keep=not complete)
         logger.info(
             "shutdown: %d visits stored this run, %d visits in %d batches left in the journal",
             self.stats.visits_stored,
@@ -152,11 +164,23 @@ class VisitCounter:
         """
         if self._refusing and self.ring.owner(page_id) in self._refusing:
             raise VisitNotKeptError("cannot keep visits for this page now; retry later")
+        if self.visit_log is not None:
+            self._log_visit(page_id)
         pending = self.pending
         pending[page_id] = pending.get(page_id, 0) + 1
         self.stats.visits_accepted += 1
         if len(pending) >= self._settings.batch_size_limit:
             self._flush_wanted.set()
+
+    def _log_visit(self, page_id: str) -> None:
+        assert self.visit_log is not None
+        if self._visit_log_failed:
+            raise VisitNotKeptError("the visit log cannot be written; retry later")
+        try:
+            self.visit_log.append(page_id, self._epochs.get(page_id, 0))
+        except OSError as exc:
+            logger.error("visit log write failed; refusing visits: %s", exc)
+            raise VisitNotKeptError("the visit log cannot be written; retry later") from exc
 
     # -- reads and resets ------------------------------------------------------
 
@@ -251,16 +275,42 @@ class VisitCounter:
         the swap; visits arriving meanwhile go to the new one.
         """
         swapped, self.pending = self.pending, {}
+        self._swap += 1
+        if self.visit_log is not None:
+            self._rotate_visit_log()
         by_owner: dict[str, dict[str, int]] = {}
         owner_of = self.ring.owner
         for page_id, count in swapped.items():
             by_owner.setdefault(owner_of(page_id), {})[page_id] = count
         for name, increments in by_owner.items():
             self._outboxes[name].add(increments)
-        cap = self._settings.max_pending_pages_per_node
+        # With the visit log on, a down node's increments go to the journal at once,
+        # so the log's segments can be deleted; without it, only past the cap.
+        cap = 1 if self.visit_log is not None else self._settings.max_pending_pages_per_node
         for name, outbox in self._outboxes.items():
             if outbox.pages_in_memory >= cap and not self._manager.is_healthy(name):
                 self._spill(name, outbox)
+            self._note_coverage(name, outbox)
+
+    def _rotate_visit_log(self) -> None:
+        """Start the segment for the next flush; refuse visits while that is impossible."""
+        assert self.visit_log is not None
+        try:
+            self.visit_log.open(self._swap + 1)
+        except OSError as exc:
+            if not self._visit_log_failed:
+                logger.error("visit log segment cannot be opened; refusing visits: %s", exc)
+            self._visit_log_failed = True
+            return
+        self._visit_log_failed = False
+
+    def _note_coverage(self, name: str, outbox: NodeOutbox) -> None:
+        """A node with nothing in memory has stored or journaled every flush so far."""
+        if outbox.queued or (outbox.inflight is not None and outbox.inflight_offset is None):
+            return
+        self._covered[name] = self._swap
+        if self.visit_log is not None:
+            self.visit_log.delete_through(min(self._covered.values()))
 
     def _spill(self, name: str, outbox: NodeOutbox) -> None:
         """Move what an unreachable node's outbox holds in memory to the journal."""
@@ -327,6 +377,7 @@ class VisitCounter:
             self._acks[name] += 1
         if outbox.pages_in_memory < self._settings.max_pending_pages_per_node:
             self._refusing.discard(name)
+        self._note_coverage(name, outbox)
 
     def _absorb(self, batch: Batch, result: ApplyResult) -> None:
         """Learn from a node's reply: new stored counts, and epochs changed by resets."""
@@ -346,11 +397,12 @@ class VisitCounter:
 
     def _seal_for(self, name: str) -> Callable[[dict[str, int]], Batch]:
         def seal(queued: dict[str, int]) -> Batch:
-            self._seq += 1
+            # The current flush number. Unique per node: a node's queue is refilled only
+            # by a flush, so it is sealed at most once per flush number.
             epochs = self._epochs
             return Batch(
                 writer=self.writer,
-                seq=self._seq,
+                seq=self._swap,
                 node=name,
                 increments={page: (count, epochs.get(page, 0)) for page, count in queued.items()},
             )
@@ -370,10 +422,15 @@ class VisitCounter:
             self.pending[page_id] = self.pending.get(page_id, 0) + count
         self.journal.acknowledge(batch)
 
-    def _journal_everything(self) -> tuple[int, int]:
-        """At shutdown: write every unsent batch to the journal. Returns (batches, visits)."""
+    def _journal_everything(self) -> tuple[int, int, bool]:
+        """At shutdown: write every unsent batch to the journal.
+
+        Returns (batches, visits, complete): complete is False when some batch
+        could not be written (then the visit log is kept for the next start).
+        """
         self._distribute()
         batches = visits = 0
+        complete = True
         for name, outbox in self._outboxes.items():
             to_write = []
             if outbox.inflight is not None and outbox.inflight_offset is None:
@@ -386,15 +443,17 @@ class VisitCounter:
                     self.journal.append(batch)
                 except JournalError:
                     logger.exception(
-                        "shutdown: LOST %d visits for %s: the journal cannot be written",
+                        "shutdown: %d visits for %s cannot be journaled%s",
                         batch.visits,
                         name,
+                        "; the visit log keeps them" if self.visit_log else " and are LOST",
                     )
+                    complete = False
                     continue
                 batches += 1
                 visits += batch.visits
             batches += len(outbox.spilled)
-        return batches, visits
+        return batches, visits, complete
 
     # -- events from other workers ---------------------------------------------
 

@@ -15,6 +15,12 @@ import pytest
 from app.services.batch import Batch
 from app.services.journal import Journal, JournalError
 
+
+def owner_of(page_id: str) -> str:
+    """Two nodes, split by the page id's first letter."""
+    return "redis://a:6379" if page_id < "m" else "redis://b:6379"
+
+
 ROOT = Path(__file__).resolve().parents[2]
 NODE_A = "redis://127.0.0.1:7070"
 NODE_B = "redis://127.0.0.1:7071"
@@ -126,7 +132,7 @@ def test_close_keeps_a_file_with_outstanding_batches(directory: Path) -> None:
         journal.append(make_batch("w1", 3))
     successor = Journal(directory, "w2")
     successor.open()
-    assert [batch for batch, _ in successor.claim_orphans()] == [kept]
+    assert [batch for batch, _ in successor.claim_orphans(owner_of)] == [kept]
     successor.close()
 
 
@@ -152,7 +158,7 @@ def test_claim_takes_unacknowledged_batches_from_a_dead_writer(
         torn=torn,
     )
 
-    claimed = journal.claim_orphans()
+    claimed = journal.claim_orphans(owner_of)
 
     batches = [batch for batch, _ in claimed]
     assert sorted(batches, key=lambda b: (b.writer, b.seq)) == [kept_b, kept_a, inherited]
@@ -168,12 +174,12 @@ def test_claimed_batches_keep_writer_and_seq_through_a_second_claim(directory: P
     write_orphan(directory, "dead", [original.to_json()])
     heir = Journal(directory, "heir")
     heir.open()
-    heir.claim_orphans()
+    heir.claim_orphans(owner_of)
     heir.close()  # dies in turn with the claimed batch outstanding
 
     last = Journal(directory, "last")
     last.open()
-    claimed = last.claim_orphans()
+    claimed = last.claim_orphans(owner_of)
     last.close()
 
     assert [batch for batch, _ in claimed] == [original]
@@ -185,7 +191,7 @@ def test_acknowledging_claimed_batches_empties_the_new_file(
 ) -> None:
     lines = [make_batch("dead", seq).to_json() for seq in (1, 2)]
     write_orphan(directory, "dead", lines)
-    claimed = journal.claim_orphans()
+    claimed = journal.claim_orphans(owner_of)
 
     for batch, _ in claimed:
         journal.acknowledge(batch)
@@ -197,7 +203,7 @@ def test_acknowledging_claimed_batches_empties_the_new_file(
 def test_an_empty_orphan_file_is_removed(directory: Path, journal: Journal) -> None:
     orphan = write_orphan(directory, "dead", [])
 
-    assert journal.claim_orphans() == []
+    assert journal.claim_orphans(owner_of) == []
     assert not orphan.exists()
 
 
@@ -225,7 +231,7 @@ def test_a_live_writers_file_is_not_claimed_until_it_dies(
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
 
-        assert journal.claim_orphans() == []
+        assert journal.claim_orphans(owner_of) == []
         assert orphan.read_bytes() == content
         assert journal.outstanding == 0
     finally:
@@ -235,7 +241,7 @@ def test_a_live_writers_file_is_not_claimed_until_it_dies(
             holder.stdout.close()
 
     # Once its writer is gone the very same file is claimable: the lock was the only reason.
-    assert [claimed for claimed, _ in journal.claim_orphans()] == [batch]
+    assert [claimed for claimed, _ in journal.claim_orphans(owner_of)] == [batch]
     assert not orphan.exists()
 
 
@@ -283,7 +289,7 @@ def test_a_failed_fsync_leaves_no_record_that_a_later_claim_would_replay(
 
     heir = Journal(directory, "heir")
     heir.open()
-    claimed = [batch for batch, _ in heir.claim_orphans()]
+    claimed = [batch for batch, _ in heir.claim_orphans(owner_of)]
     heir.close()
 
     assert claimed == [resealed]
@@ -333,7 +339,7 @@ def test_a_short_write_does_not_corrupt_the_next_record(directory: Path) -> None
 
     heir = Journal(directory, "heir")
     heir.open()
-    claimed = sorted((batch.seq for batch, _ in heir.claim_orphans()))
+    claimed = sorted((batch.seq for batch, _ in heir.claim_orphans(owner_of)))
     heir.close()
 
     assert claimed == [1, 3]

@@ -1,0 +1,92 @@
+"""The per-visit log (JOURNAL_VISITS=true): every acknowledged visit is on disk first.
+
+Each visit appends one line (`<page>` or `<page> <epoch>` once the page has been
+reset) to the current segment with a single O_APPEND `write()`, before the 200
+goes out. There is no fsync: the line survives the process dying in any way
+(`kill -9` included), because it is in the kernel's page cache, but not a crash
+of the machine itself within the kernel's writeback delay (about 30 s by default).
+
+Segment N (`<writer>.visits.<N>`) holds exactly the visits of flush number N:
+the buffer swap that ends a segment also starts the next one. A segment is
+deleted once every node has stored or journaled its part. After a crash, the
+next start turns the surviving segments into batches with seq N, so the node's
+applied-batch mark (see `batch.py`) tells which parts it already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
+
+
+class VisitLog:
+    def __init__(self, directory: Path, writer: str) -> None:
+        self.directory = directory
+        self.writer = writer
+        self._fd: int | None = None
+        self._segment = 0
+
+    def path(self, segment: int) -> Path:
+        return self.directory / f"{self.writer}.visits.{segment}"
+
+    def open(self, segment: int) -> None:
+        """Start writing segment `segment` (the visits of flush number `segment`)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._segment = fd, segment
+
+    def append(self, page_id: str, epoch: int) -> None:
+        """One visit, one write(); raises OSError if the kernel does not take it."""
+        assert self._fd is not None, "visit log is not open"
+        line = f"{page_id} {epoch}\n" if epoch else f"{page_id}\n"
+        os.write(self._fd, line.encode())
+
+    def delete_through(self, segment: int) -> None:
+        """Remove segments up to and including `segment` (all stored or journaled)."""
+        for number, path in segments_of(self.directory, self.writer):
+            if number <= segment and number != self._segment:
+                path.unlink(missing_ok=True)
+
+    def close(self, *, remove: bool) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if remove:
+            for _, path in segments_of(self.directory, self.writer):
+                path.unlink(missing_ok=True)
+
+
+def segments_of(directory: Path, writer: str) -> Iterator[tuple[int, Path]]:
+    """A writer's segment files, oldest first."""
+    found = []
+    for path in directory.glob(f"{writer}.visits.*"):
+        suffix = path.name.rsplit(".", 1)[1]
+        if suffix.isdigit():
+            found.append((int(suffix), path))
+    yield from sorted(found)
+
+
+def read_segment(path: Path) -> SegmentCounts:
+    """Visits per page in one segment; for a page reset meanwhile, only the newest epoch's."""
+    counts: SegmentCounts = {}
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                continue  # torn last line: its visit was never acknowledged
+            page_id, _, epoch_text = raw.decode(errors="replace").strip().partition(" ")
+            epoch = int(epoch_text) if epoch_text.isdigit() else 0
+            visits, known_epoch = counts.get(page_id, (0, epoch))
+            if epoch > known_epoch:
+                visits, known_epoch = 0, epoch
+            elif epoch < known_epoch:
+                continue  # counted before a reset this writer had seen: fenced anyway
+            counts[page_id] = (visits + 1, known_epoch)
+    return counts

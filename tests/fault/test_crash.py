@@ -1,0 +1,48 @@
+"""G6 with JOURNAL_VISITS: `kill -9` of the service under load loses no acknowledged visit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import NodeFactory, ServiceFactory
+from tests.support.load import LoadResult, post_visits, wait_for_stored
+
+pytestmark = pytest.mark.fault
+
+PAGES = [f"story-{number}" for number in range(30)]
+
+
+@pytest.mark.parametrize("node_down", [False, True], ids=["nodes-up", "one-node-down"])
+async def test_kill_9_under_load_with_the_visit_log_loses_nothing(
+    node_down: bool, node_factory: NodeFactory, service_factory: ServiceFactory
+) -> None:
+    nodes = node_factory(3)
+    # A long flush interval: at the crash most acknowledged visits exist only in
+    # memory and in the visit log.
+    settings = {"journal_visits": "true", "batch_interval_seconds": 2}
+    service = service_factory(nodes, workers=2, **settings)
+    result = LoadResult()
+    load = asyncio.create_task(
+        post_visits(
+            service.url, PAGES, 100_000, result=result, deadline_seconds=20, stop_on_error=True
+        )
+    )
+    while result.total_acked < 1000:
+        await asyncio.sleep(0.02)
+    if node_down:
+        await asyncio.to_thread(nodes[2].kill)
+    while result.total_acked < 3000:
+        await asyncio.sleep(0.02)
+
+    await asyncio.to_thread(service.kill)  # SIGKILL to the server and every worker
+    await load
+    assert not result.refused
+
+    if node_down:
+        await asyncio.to_thread(nodes[2].start)
+    service_factory(nodes, workers=2, **settings)
+    assert await wait_for_stored(nodes, result.acked) == result.acked
+    await asyncio.sleep(1.0)
+    assert await wait_for_stored(nodes, result.acked, timeout=0) == result.acked
