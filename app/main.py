@@ -26,6 +26,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import ProcessTimeMiddleware, RequestStats
 from app.core.redis_manager import RedisManager
 from app.schemas.counter import ErrorBody
+from app.services.metrics_log import MetricsLogger
 from app.services.visit_counter import VisitCounter
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
         manager = RedisManager(settings)
         counter = VisitCounter(settings, manager)
+        metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
         try:
             await manager.start()
             await counter.start()
+            if settings.enable_metrics:
+                metrics_log.start()
             yield {
                 "runtime": Runtime(
                     settings=settings,
@@ -52,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             }
         finally:
             # Reverse order; each close is guarded so one failure never skips the next.
-            for close in (counter.aclose, manager.aclose):
+            for close in (metrics_log.aclose, counter.aclose, manager.aclose):
                 try:
                     await close()
                 except Exception:

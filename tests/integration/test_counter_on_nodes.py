@@ -159,3 +159,36 @@ async def test_unknown_count_on_a_down_node_is_a_clear_error_and_known_one_is_st
     assert (reading.visits, reading.served_via, reading.stale) in {(2, "in_memory", True)}
     with pytest.raises(NodeUnavailableError):
         await counter.get_visits(unknown)
+
+
+def test_metrics_summary_is_logged_every_interval(
+    redis_nodes: list[RedisNodeProcess],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(redis_nodes, metrics_interval_seconds=0.1)
+    with (
+        caplog.at_level("INFO", logger="app.services.metrics_log"),
+        TestClient(create_app(settings)) as client,
+    ):
+        client.post("/api/v1/counter/visit/logged")
+        time.sleep(0.35)
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.services.metrics_log"]
+    assert len(lines) >= 2
+    assert "visits accepted=1" in lines[-1]
+    assert "nodes_up=3/3" in lines[-1]
+
+
+def test_no_metrics_route_or_log_when_metrics_are_disabled(
+    redis_nodes: list[RedisNodeProcess],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(redis_nodes, enable_metrics=False, metrics_interval_seconds=0.1)
+    with (
+        caplog.at_level("INFO", logger="app.services.metrics_log"),
+        TestClient(create_app(settings)) as client,
+    ):
+        assert client.get("/api/v1/counter/metrics").status_code == 404
+        time.sleep(0.25)
+    assert not [r for r in caplog.records if r.name == "app.services.metrics_log"]

@@ -1,0 +1,46 @@
+"""One log line of counter metrics every METRICS_INTERVAL_SECONDS (when ENABLE_METRICS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from app.core.redis_manager import RedisManager
+from app.services.visit_counter import VisitCounter
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    def __init__(self, counter: VisitCounter, manager: RedisManager, interval: float) -> None:
+        self._counter = counter
+        self._manager = manager
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def summary(self) -> str:
+        counter, stats = self._counter, self._counter.stats
+        status = self._manager.node_status()
+        return (
+            f"metrics: visits accepted={stats.visits_accepted} stored={stats.visits_stored} "
+            f"pending={counter.pending_visits()} pages_pending={counter.write_buffer_size()} "
+            f"journal_batches={counter.journal_batches()} batches_failed={stats.batches_failed} "
+            f"cache hits={counter.cache.hits} misses={counter.cache.misses} "
+            f"nodes_up={sum(status.values())}/{len(status)}"
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._log_forever(), name="metrics-log")
+
+    async def _log_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            logger.info(self.summary())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
