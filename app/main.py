@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.deps import Runtime
+from app.api.fast_visit import FastVisitRoute
 from app.api.health import router as health_router
 from app.api.v1.api import build_api_router
 from app.core.config import Settings, SettingsError, load_settings
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         description="Counts page visits exactly once across a sharded set of Redis nodes.",
     )
+    # Added first, so it runs inside ProcessTimeMiddleware and shares its header and count.
+    app.add_middleware(FastVisitRoute, api_prefix=settings.api_prefix)
     app.add_middleware(ProcessTimeMiddleware, stats=request_stats)
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)

@@ -356,3 +356,157 @@ def test_opening_a_file_another_process_holds_raises_journal_error(directory: Pa
             second.open()
     finally:
         holder.close()
+
+
+# -- claims with visit-log segments (JOURNAL_VISITS) ------------------------------
+
+
+def owner_ab(page_id: str) -> str:
+    """Pages before "m" live on NODE_A, the rest on NODE_B."""
+    return NODE_A if page_id < "m" else NODE_B
+
+
+def write_segments(directory: Path, writer: str, segments: dict[int, list[str]]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, lines in segments.items():
+        path = directory / f"{writer}.visits.{number}"
+        path.write_text("".join(line + "\n" for line in lines))
+        paths.append(path)
+    return paths
+
+
+def segment_batch(writer: str, seq: int, node: str, **increments: tuple[int, int]) -> Batch:
+    return Batch(writer=writer, seq=seq, node=node, increments=increments)
+
+
+DEAD_SEGMENTS = {
+    2: ["apple", "apple", "pear", "banana 1"],
+    3: ["banana 1", "zebra 2", "apple"],
+    4: ["apple", "pear", "pear", "apple"],
+    5: ["apple 1", "zebra", "zebra", "pear 3", "zebra"],
+}
+
+
+@pytest.mark.parametrize("journaled_acknowledged", [False, True], ids=["pending", "acked"])
+def test_claim_turns_segments_into_batches_except_where_the_journal_covers_them(
+    directory: Path, journal: Journal, journaled_acknowledged: bool
+) -> None:
+    # The dead writer had journaled a batch for A with seq 3 (node A was down at
+    # flush 3), so segments 2 and 3 are in it for A; node B never had a journaled batch.
+    journaled = make_batch("dead", 3, NODE_A, apple=4, banana=1)
+    lines = [journaled.to_json()] + ([ack_line(journaled)] if journaled_acknowledged else [])
+    orphan = write_orphan(directory, "dead", lines)
+    segment_paths = write_segments(directory, "dead", DEAD_SEGMENTS)
+
+    claimed = journal.claim_orphans(owner_ab)
+
+    from_segments_for_a = [
+        segment_batch("dead", 4, NODE_A, apple=(2, 0)),
+        segment_batch("dead", 5, NODE_A, apple=(1, 1)),
+    ]
+    for_b = [
+        segment_batch("dead", 2, NODE_B, pear=(1, 0)),
+        segment_batch("dead", 3, NODE_B, zebra=(1, 2)),
+        segment_batch("dead", 4, NODE_B, pear=(2, 0)),
+        segment_batch("dead", 5, NODE_B, zebra=(3, 0), pear=(1, 3)),
+    ]
+    for_a = from_segments_for_a if journaled_acknowledged else [journaled, *from_segments_for_a]
+    batches = [batch for batch, _ in claimed]
+    assert batches == [*for_a, *for_b], "each node's batches, in seq order"
+    for batch, offset in claimed:
+        assert journal.read(offset) == batch
+    assert journal.outstanding == len(for_a) + len(for_b)
+    assert not orphan.exists()
+    assert not any(path.exists() for path in segment_paths)
+    assert [path.name for path in directory.iterdir()] == ["live.jsonl"]
+
+
+def test_claim_takes_segments_of_a_writer_that_journaled_nothing(
+    directory: Path, journal: Journal
+) -> None:
+    # The common crash: nodes all up, nothing ever journaled, the journal file empty.
+    write_orphan(directory, "dead", [])
+    write_segments(directory, "dead", {1: [], 9: ["apple", "pear"], 10: ["apple", "apple"]})
+    write_segments(directory, "other", {1: ["apple"]})  # a live writer without a .jsonl yet
+
+    claimed = [batch for batch, _ in journal.claim_orphans(owner_ab)]
+
+    assert claimed == [
+        segment_batch("dead", 9, NODE_A, apple=(1, 0)),
+        segment_batch("dead", 10, NODE_A, apple=(2, 0)),
+        segment_batch("dead", 9, NODE_B, pear=(1, 0)),
+    ]
+    assert sorted(path.name for path in directory.iterdir()) == ["live.jsonl", "other.visits.1"]
+
+
+def test_claimed_segment_batches_survive_a_second_claim_unchanged(directory: Path) -> None:
+    write_orphan(directory, "dead", [])
+    write_segments(directory, "dead", {4: ["apple", "apple 2", "pear"]})
+    heir = Journal(directory, "heir")
+    heir.open()
+    first = [batch for batch, _ in heir.claim_orphans(owner_ab)]
+    heir.close()  # dies in turn with the claimed batches outstanding
+
+    last = Journal(directory, "last")
+    last.open()
+    second = [batch for batch, _ in last.claim_orphans(owner_ab)]
+    last.close()
+
+    assert first == [
+        segment_batch("dead", 4, NODE_A, apple=(1, 2)),
+        segment_batch("dead", 4, NODE_B, pear=(1, 0)),
+    ]
+    assert second == first
+
+
+def test_inherited_batches_do_not_cover_the_heirs_own_segments(
+    directory: Path, journal: Journal
+) -> None:
+    # "heir" claimed batch 7 of "dead" (node A) into its journal, then took visits of
+    # its own (segments 1 and 2) and crashed before flushing them. Seq 7 belongs to
+    # "dead": it says nothing about which of heir's flushes are stored or journaled,
+    # so heir's segments must all be replayed. (journal.py `_unacknowledged` takes the
+    # highest seq per node over every writer's batches in the file.)
+    inherited = make_batch("dead", 7, NODE_A, apple=5)
+    write_orphan(directory, "heir", [inherited.to_json()])
+    write_segments(directory, "heir", {1: ["apple", "pear"], 2: ["banana", "banana"]})
+
+    claimed = [batch for batch, _ in journal.claim_orphans(owner_ab)]
+
+    assert claimed == [
+        inherited,
+        segment_batch("heir", 1, NODE_A, apple=(1, 0)),
+        segment_batch("heir", 2, NODE_A, banana=(2, 0)),
+        segment_batch("heir", 1, NODE_B, pear=(1, 0)),
+    ]
+
+
+def test_a_live_writers_segments_are_not_claimed_until_it_dies(
+    directory: Path, journal: Journal
+) -> None:
+    orphan = write_orphan(directory, "alive", [])
+    segment_paths = write_segments(directory, "alive", {3: ["apple"], 4: ["pear", "pear"]})
+    contents = [path.read_bytes() for path in segment_paths]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(orphan)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+
+        assert journal.claim_orphans(owner_ab) == []
+        assert [path.read_bytes() for path in segment_paths] == contents
+        assert orphan.exists()
+        assert journal.outstanding == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+    assert [batch for batch, _ in journal.claim_orphans(owner_ab)] == [
+        segment_batch("alive", 3, NODE_A, apple=(1, 0)),
+        segment_batch("alive", 4, NODE_B, pear=(2, 0)),
+    ]
+    assert not any(path.exists() for path in segment_paths)

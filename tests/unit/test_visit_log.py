@@ -1,0 +1,240 @@
+"""The per-visit log (JOURNAL_VISITS): segment files, rotation, reading, deletion. Real files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.services.visit_log import VisitLog, read_segment, segments_of
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    return tmp_path / "journal"
+
+
+@pytest.fixture
+def log(directory: Path) -> Iterator[VisitLog]:
+    visit_log = VisitLog(directory, "w1")
+    yield visit_log
+    visit_log.close(remove=False)
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def write_segment(directory: Path, name: str, text: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def test_open_creates_the_directory_and_the_segment_file(directory: Path, log: VisitLog) -> None:
+    log.open(1)
+
+    assert names(directory) == ["w1.visits.1"]
+    assert log.path(1) == directory / "w1.visits.1"
+    assert log.path(1).read_bytes() == b""
+
+
+def test_each_visit_is_one_line_with_an_epoch_suffix_only_when_non_zero(log: VisitLog) -> None:
+    log.open(1)
+
+    log.append("home", 0)
+    log.append("blog:post~1", 0)
+    log.append("home", 3)
+    log.append("home", 0)
+
+    assert log.path(1).read_text() == "home\nblog:post~1\nhome 3\nhome\n"
+
+
+def test_rotation_sends_later_visits_to_the_next_segment_only(
+    directory: Path, log: VisitLog
+) -> None:
+    log.open(1)
+    log.append("a", 0)
+    log.append("b", 2)
+    first_fd = log._fd
+
+    log.open(2)
+    assert first_fd is not None
+    with pytest.raises(OSError):
+        os.fstat(first_fd)  # the previous segment's descriptor was closed, not leaked
+    log.append("c", 0)
+    log.open(3)
+    log.append("a", 0)
+    log.append("a", 0)
+
+    assert names(directory) == ["w1.visits.1", "w1.visits.2", "w1.visits.3"]
+    assert log.path(1).read_text() == "a\nb 2\n"
+    assert log.path(2).read_text() == "c\n"
+    assert log.path(3).read_text() == "a\na\n"
+
+
+def test_reopening_a_segment_appends_rather_than_truncates(log: VisitLog) -> None:
+    log.open(4)
+    log.append("a", 0)
+    log.open(4)
+    log.append("b", 0)
+
+    assert log.path(4).read_text() == "a\nb\n"
+
+
+def test_append_needs_an_open_segment(log: VisitLog) -> None:
+    with pytest.raises(AssertionError, match="not open"):
+        log.append("home", 0)
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def test_read_segment_counts_visits_per_page(directory: Path) -> None:
+    path = write_segment(directory, "w1.visits.1", "home\nblog\nhome\nhome\nabout 2\nabout 2\n")
+
+    assert read_segment(path) == {"home": (3, 0), "blog": (1, 0), "about": (2, 2)}
+
+
+def test_read_segment_of_an_empty_file_is_empty(directory: Path) -> None:
+    assert read_segment(write_segment(directory, "w1.visits.1")) == {}
+
+
+def test_read_segment_keeps_only_the_newest_epoch_per_page(directory: Path) -> None:
+    # Before the reset (epoch 0) three visits, after it (epoch 2) two; a line still
+    # tagged with an older epoch after that is dropped, and a newer epoch restarts again.
+    lines = [
+        "promo", "promo", "other", "promo",
+        "promo 2", "promo 1", "promo 2", "promo",
+        "other 1", "other 4", "other 4", "other 4", "other 3",
+    ]  # fmt: skip
+    path = write_segment(directory, "w1.visits.1", "".join(line + "\n" for line in lines))
+
+    assert read_segment(path) == {"promo": (2, 2), "other": (3, 4)}
+
+
+def test_read_segment_skips_a_torn_last_line(directory: Path) -> None:
+    path = write_segment(directory, "w1.visits.1", "home\nblog\nhome\nblo")
+
+    assert read_segment(path) == {"home": (2, 0), "blog": (1, 0)}
+
+
+def test_read_segment_skips_a_torn_line_that_carries_an_epoch(directory: Path) -> None:
+    path = write_segment(directory, "w1.visits.1", "home\nhome 5")
+
+    # A torn "home 5" must neither count nor restart the page at epoch 5.
+    assert read_segment(path) == {"home": (1, 0)}
+
+
+def test_what_the_log_writes_reads_back_as_counts(log: VisitLog) -> None:
+    log.open(7)
+    for page_id, epoch in [("a", 0), ("b", 1), ("a", 0), ("b", 1), ("b", 1), ("c", 0)]:
+        log.append(page_id, epoch)
+
+    assert read_segment(log.path(7)) == {"a": (2, 0), "b": (3, 1), "c": (1, 0)}
+
+
+# -- listing, deleting, closing ------------------------------------------------
+
+
+def test_segments_of_orders_numerically_and_ignores_other_files(directory: Path) -> None:
+    for number in (10, 2, 9, 1, 11, 100):
+        write_segment(directory, f"w1.visits.{number}")
+    write_segment(directory, "w1.visits.tmp")
+    write_segment(directory, "w1.visits.")
+    write_segment(directory, "w1.jsonl")
+    write_segment(directory, "w10.visits.3")  # another writer whose name starts alike
+    write_segment(directory, "w2.visits.5")
+
+    found = list(segments_of(directory, "w1"))
+
+    assert [number for number, _ in found] == [1, 2, 9, 10, 11, 100]
+    assert [path.name for _, path in found] == [f"w1.visits.{n}" for n in (1, 2, 9, 10, 11, 100)]
+
+
+def test_segments_of_an_unknown_writer_is_empty(directory: Path) -> None:
+    write_segment(directory, "w1.visits.1")
+
+    assert list(segments_of(directory, "nobody")) == []
+
+
+def test_delete_through_removes_older_segments_and_keeps_later_ones(
+    directory: Path, log: VisitLog
+) -> None:
+    for number in range(1, 6):
+        log.open(number)
+        log.append(f"page{number}", 0)
+    write_segment(directory, "w2.visits.1", "other\n")
+
+    log.delete_through(2)
+
+    assert names(directory) == ["w1.visits.3", "w1.visits.4", "w1.visits.5", "w2.visits.1"]
+    assert log.path(3).read_text() == "page3\n"
+
+
+def test_delete_through_never_removes_the_open_segment(directory: Path, log: VisitLog) -> None:
+    for number in (9, 10, 11):
+        log.open(number)
+    log.append("late", 0)
+
+    log.delete_through(11)  # everything covered, but segment 11 still takes visits
+    log.append("later", 0)
+
+    assert names(directory) == ["w1.visits.11"]
+    assert log.path(11).read_text() == "late\nlater\n"
+
+    log.delete_through(50)
+    assert names(directory) == ["w1.visits.11"]
+
+
+def test_delete_through_counts_numerically(directory: Path, log: VisitLog) -> None:
+    for number in (2, 9, 10, 12):
+        log.open(number)
+
+    log.delete_through(9)  # "10" sorts before "9" as text; it must survive
+
+    assert names(directory) == ["w1.visits.10", "w1.visits.12"]
+
+
+def test_close_with_remove_deletes_every_segment_of_this_writer_only(directory: Path) -> None:
+    log = VisitLog(directory, "w1")
+    for number in (1, 2, 3):
+        log.open(number)
+        log.append("home", 0)
+    write_segment(directory, "w2.visits.1", "other\n")
+    write_segment(directory, "w1.jsonl")
+
+    log.close(remove=True)
+
+    assert log._fd is None
+    assert names(directory) == ["w1.jsonl", "w2.visits.1"]
+    with pytest.raises(AssertionError, match="not open"):
+        log.append("home", 0)
+
+
+def test_close_without_remove_keeps_the_segments_for_the_next_start(directory: Path) -> None:
+    log = VisitLog(directory, "w1")
+    log.open(1)
+    log.append("home", 0)
+    log.open(2)
+    log.append("blog", 1)
+    fd = log._fd
+
+    log.close(remove=False)
+    log.close(remove=False)  # closing twice is harmless
+
+    assert log._fd is None
+    assert fd is not None
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert names(directory) == ["w1.visits.1", "w1.visits.2"]
+    assert [read_segment(path) for _, path in segments_of(directory, "w1")] == [
+        {"home": (1, 0)},
+        {"blog": (1, 1)},
+    ]
