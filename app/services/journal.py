@@ -115,7 +115,7 @@ class Journal:
                 if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue
                 writer = path.name.removesuffix(".jsonl")
-                batches, covered = _unacknowledged(path)
+                batches, covered = _unacknowledged(path, writer)
                 segments = list(segments_of(self.directory, writer))
                 for number, segment in segments:
                     batches.extend(_segment_batches(writer, number, segment, owner_of, covered))
@@ -173,7 +173,7 @@ class Journal:
         return self._fd
 
 
-def _unacknowledged(path: Path) -> tuple[list[Batch], dict[str, int]]:
+def _unacknowledged(path: Path, writer: str) -> tuple[list[Batch], dict[str, int]]:
     """Batches in `path` without a later acknowledgement, and per node the highest
     seq journaled (acknowledged or not). A torn last line is skipped."""
     batches: dict[BatchKey, Batch] = {}
@@ -188,7 +188,8 @@ def _unacknowledged(path: Path) -> tuple[list[Batch], dict[str, int]]:
                 else:
                     batch = Batch.from_json(raw.decode())
                     batches[(batch.writer, batch.seq, batch.node)] = batch
-                    highest[batch.node] = max(highest.get(batch.node, 0), batch.seq)
+                    if batch.writer == writer:
+                        highest[batch.node] = max(highest.get(batch.node, 0), batch.seq)
             except (ValueError, KeyError, TypeError):
                 logger.warning("journal %s: skipping an unreadable line", path.name)
     return list(batches.values()), highest

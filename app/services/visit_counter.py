@@ -420,6 +420,9 @@ class VisitCounter:
         )
         for page_id, (count, _) in batch.increments.items():
             self.pending[page_id] = self.pending.get(page_id, 0) + count
+            if self.visit_log is not None:
+                for _ in range(count):
+                    self.visit_log.append(page_id, self._epochs.get(page_id, 0))
         self.journal.acknowledge(batch)
 
     def _journal_everything(self) -> tuple[int, int, bool]:
@@ -449,7 +452,7 @@ class VisitCounter:
                         "; the visit log keeps them" if self.visit_log else " and are LOST",
                     )
                     complete = False
-                    continue
+                    break  # a later batch's seq would mark this one's segments as covered
                 batches += 1
                 visits += batch.visits
             batches += len(outbox.spilled)

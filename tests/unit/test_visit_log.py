@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,16 @@ def log(directory: Path) -> Iterator[VisitLog]:
     visit_log = VisitLog(directory, "w1")
     yield visit_log
     visit_log.close(remove=False)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            return False
+        raise
+    return True
 
 
 def names(directory: Path) -> list[str]:
@@ -66,8 +77,7 @@ def test_rotation_sends_later_visits_to_the_next_segment_only(
 
     log.open(2)
     assert first_fd is not None
-    with pytest.raises(OSError):
-        os.fstat(first_fd)  # the previous segment's descriptor was closed, not leaked
+    assert not is_open(first_fd), "the previous segment's descriptor was closed, not leaked"
     log.append("c", 0)
     log.open(3)
     log.append("a", 0)
@@ -231,8 +241,7 @@ def test_close_without_remove_keeps_the_segments_for_the_next_start(directory: P
 
     assert log._fd is None
     assert fd is not None
-    with pytest.raises(OSError):
-        os.fstat(fd)
+    assert not is_open(fd)
     assert names(directory) == ["w1.visits.1", "w1.visits.2"]
     assert [read_segment(path) for _, path in segments_of(directory, "w1")] == [
         {"home": (1, 0)},
