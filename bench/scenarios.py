@@ -1,0 +1,92 @@
+"""The scenarios of issue 4, in the order each run goes through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.load import LoadSpec
+
+HOT_PAGE = "bench-hot"
+SPREAD_PAGES = 10_000
+API = "/api/v1"  # the harness sets API_PREFIX to this for its servers
+
+# Which server answers: the service, the same with its read cache off, the same with the
+# per-visit log on, the raw ASGI app.
+MAIN, NO_CACHE, JOURNAL, RAW = "main", "nocache", "journal", "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    title: str
+    what: str
+    server: str
+    load: LoadSpec
+    records_visits: bool = False  # the service buffers visits: wait for the flush before stats
+
+    @property
+    def label(self) -> str:
+        return f"({self.key}) {self.title}"
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "a",
+        "POST visit, hot page",
+        f"`POST {API}/counter/visit/{HOT_PAGE}`, every request on one page",
+        MAIN,
+        LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}"),
+        records_visits=True,
+    ),
+    Scenario(
+        "b",
+        "POST visit, 10,000 pages",
+        f"`POST {API}/counter/visit/page-N`, N uniform in 0..9999 per request",
+        MAIN,
+        LoadSpec("POST", f"{API}/counter/visit/page-{{page}}", pages=SPREAD_PAGES),
+        records_visits=True,
+    ),
+    Scenario(
+        "c",
+        "GET visits, cache hit",
+        f"`GET {API}/counter/visits/{HOT_PAGE}`, CACHE_TTL_SECONDS=5 (one read per 5 s)",
+        MAIN,
+        LoadSpec("GET", f"{API}/counter/visits/{HOT_PAGE}"),
+    ),
+    Scenario(
+        "d",
+        "GET visits, cache miss",
+        f"`GET {API}/counter/visits/{HOT_PAGE}` on a second server with CACHE_TTL_SECONDS=0",
+        NO_CACHE,
+        LoadSpec("GET", f"{API}/counter/visits/{HOT_PAGE}"),
+    ),
+    Scenario(
+        "e",
+        "bare FastAPI route",
+        f"`POST /bench/bare/{HOT_PAGE}` on the same app: same response model, no counting",
+        MAIN,
+        LoadSpec("POST", f"/bench/bare/{HOT_PAGE}"),
+    ),
+    Scenario(
+        "f",
+        "naive INCR per request",
+        f"`POST /bench/naive/{HOT_PAGE}` on the same app: awaits INCR on the owner node",
+        MAIN,
+        LoadSpec("POST", f"/bench/naive/{HOT_PAGE}"),
+    ),
+    Scenario(
+        "g",
+        "POST visit, visit log on",
+        f"`POST {API}/counter/visit/{HOT_PAGE}` on a server with JOURNAL_VISITS=true",
+        JOURNAL,
+        LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}"),
+        records_visits=True,
+    ),
+    Scenario(
+        "h",
+        "raw ASGI ceiling",
+        f"`POST {API}/counter/visit/{HOT_PAGE}` on `bench.raw_asgi:app` (no framework)",
+        RAW,
+        LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}"),
+    ),
+)
