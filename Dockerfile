@@ -31,10 +31,13 @@ USER app
 
 EXPOSE 8000
 
-# The slim image has no curl; urlopen raises (exit 1) on refusal, timeout or a non-2xx reply.
+# Readiness: 503 (unhealthy) only while no node is reachable and the journal cannot be
+# written. The slim image has no curl; urlopen raises (exit 1) on refusal, timeout or non-2xx.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/status', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
 
 # Worker processes: uvicorn reads WEB_CONCURRENCY as the default for --workers,
 # so `docker run -e WEB_CONCURRENCY=4 ...` runs four workers without changing CMD.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+# The HTTP server is uvicorn's httptools one with request-head limits (app/core/http_limits.py):
+# a request target over 8 KiB gets 414, a request line plus headers over 16 KiB gets 431.
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "app.core.http_limits:BoundedHttpToolsProtocol", "--no-access-log"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck clean
+.PHONY: run test lint format typecheck clean bench load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,30 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## bench: the side-by-side benchmark of issue 4 -> docs/benchmarks.md and .png (about 5 min)
+## (installs wrk with apt-get when missing and possible; else a slower Python load generator runs)
+bench: $(STAMP) requirements-bench.txt
+	@command -v wrk >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; } || \
+		echo "bench: could not install wrk; the Python load generator will run"
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## load: against the service `make run` serves (start it first, in another shell): the seed's
+## curl load test (10 concurrent POSTs to page1), then `python -m app load` (loopback only)
+LOAD_URL ?= http://localhost:8000
+LOAD_ARGS ?= --requests 2000 --pages 20 --concurrency 10
+load: $(STAMP)
+	@curl -sf -o /dev/null $(LOAD_URL)/status || \
+		{ echo "load: no service answers at $(LOAD_URL); start it with 'make run'"; exit 1; }
+	@echo "seed load test: 10 concurrent POSTs to page1 (HTTP status of each):"
+	@for i in 1 2 3 4 5 6 7 8 9 10; do \
+		curl -s -o /dev/null -w "%{http_code} " -X POST $(LOAD_URL)/api/v1/counter/visit/page1 & \
+	done; wait; echo
+	@echo "page1 now reads: $$(curl -s $(LOAD_URL)/api/v1/counter/visits/page1)"
+	$(BIN)/python -m app load --url $(LOAD_URL) $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

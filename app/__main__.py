@@ -1,4 +1,14 @@
-"""Command line: `python -m app serve` (what `make run` uses).
+"""Command line of the service: `python -m app COMMAND` (`--help` on each).
+
+  serve        serve the API (what `make run` uses)
+  ring owner   which node holds a page
+  ring stats   pages per node for a sample of page ids, and the imbalance
+  nodes        PING every configured node; exit 1 if any is down
+  load         a bounded loopback load test that checks the counts (app/cli/load.py)
+
+`ring` and `nodes` read the same settings as the service (environment and
+`.env`: REDIS_NODES, VIRTUAL_NODES, REDIS_PASSWORD, ...), so they describe the
+placement and the nodes the service uses.
 
 With REDIS_NODES unset, `serve` first starts the three embedded nodes on
 127.0.0.1:7070-7072 (data under DATA_DIR/nodes) and stops them after the
@@ -8,17 +18,24 @@ service has stopped, so the service's final flush still reaches them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import uvicorn
 
-from app.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings
+from app.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings, redact_url
+from app.core.consistent_hash import ConsistentHashRing
 from app.core.embedded_nodes import NodeStartError, RedisNodeProcess
+from app.core.errors import InvalidPageIdError
+from app.core.http_limits import PROTOCOL_PATH
 from app.core.logging import configure_logging
+from app.core.page_id import validate_page_id
+from app.core.redis_manager import RedisManager
 
 logger = logging.getLogger("app.cli")
 
@@ -33,7 +50,7 @@ def _start_embedded_nodes(settings: Settings, stack: ExitStack) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, settings.log_format)
     # uvicorn re-raises the signal that stopped it once shutdown is complete;
     # with these no-op handlers that re-raise returns here, so the embedded nodes
     # are stopped after the service's final flush and the exit code is 0.
@@ -48,15 +65,104 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=PROTOCOL_PATH,  # httptools with limits on URL and header size
             access_log=args.access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
         )
     return 0
 
 
+def ring_for(settings: Settings) -> ConsistentHashRing:
+    """The service's ring: the node names are the URLs as RedisManager names them."""
+    return ConsistentHashRing(
+        [redact_url(url) for url in settings.redis_nodes], settings.virtual_nodes
+    )
+
+
+def ring_owner(args: argparse.Namespace) -> int:
+    print(ring_for(load_settings()).owner(validate_page_id(args.page_id)))
+    return 0
+
+
+def ring_stats(args: argparse.Namespace) -> int:
+    ring = ring_for(load_settings())
+    counts = ring.distribution(f"page-{index}" for index in range(args.sample))
+    mean = args.sample / len(counts)
+    width = max(len(node) for node in counts)
+    print(f"{len(counts)} nodes, {ring.virtual_nodes} virtual nodes each, {args.sample} pages")
+    for node, count in counts.items():
+        print(f"{node:<{width}}  {count:>9}  {count / args.sample:6.1%}")
+    print(f"imbalance (max/mean): {max(counts.values()) / mean:.3f}")
+    return 0
+
+
+async def _ping_nodes(settings: Settings) -> list[tuple[str, bool, float, str | None]]:
+    manager = RedisManager(settings)
+
+    async def ping(name: str) -> tuple[str, bool, float, str | None]:
+        started = time.perf_counter()
+        up = await manager.check(name)  # PING within REDIS_TIMEOUT, retries as the service does
+        return name, up, time.perf_counter() - started, manager.health()[name].last_error
+
+    try:
+        return list(await asyncio.gather(*(ping(name) for name in manager.names)))
+    finally:
+        await manager.aclose()
+
+
+def nodes(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logging.getLogger("app").setLevel(logging.ERROR)  # the table below says it all
+    results = asyncio.run(_ping_nodes(settings))
+    width = max(len(name) for name, *_ in results)
+    for name, up, seconds, error in results:
+        detail = f"{seconds * 1000:.1f} ms" if up else (error or "no answer")
+        print(f"{name:<{width}}  {'up' if up else 'DOWN':<4}  {detail}")
+    down = sum(not up for _, up, _, _ in results)
+    print(f"{len(results) - down} of {len(results)} nodes up")
+    return 1 if down else 0
+
+
+def load(args: argparse.Namespace) -> int:
+    try:
+        from app.cli.load import run
+    except ImportError as exc:  # httpx comes with requirements-dev.txt, not the image
+        print(f"visit-counter: load needs httpx ({exc}); pip install httpx", file=sys.stderr)
+        return 2
+    return run(
+        args.url,
+        args.requests,
+        args.pages,
+        args.concurrency,
+        args.timeout,
+        prefix=args.prefix,
+        api_prefix=args.api_prefix,
+    )
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser(
         "serve", help="serve the API (starting the embedded nodes when REDIS_NODES is unset)"
@@ -69,6 +175,86 @@ def build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout", type=float, default=10.0, help="seconds to finish open requests"
     )
     serve_parser.set_defaults(handler=serve)
+
+    ring_parser = commands.add_parser(
+        "ring", help="page placement on the consistent-hash ring (REDIS_NODES, VIRTUAL_NODES)"
+    )
+    ring_commands = ring_parser.add_subparsers(dest="ring_command", required=True)
+    owner_parser = ring_commands.add_parser(
+        "owner", help="print the node that holds a page (as the service names it)"
+    )
+    owner_parser.add_argument("page_id", metavar="PAGE", help="a page id")
+    owner_parser.set_defaults(handler=ring_owner)
+    stats_parser = ring_commands.add_parser(
+        "stats", help="pages per node for a sample of page ids, and the imbalance (max/mean)"
+    )
+    stats_parser.add_argument(
+        "--sample",
+        type=_bounded_int(1, 10_000_000),
+        default=100_000,
+        metavar="N",
+        help="how many page ids (page-0 ... page-<N-1>) to place (default: %(default)s)",
+    )
+    stats_parser.set_defaults(handler=ring_stats)
+
+    nodes_parser = commands.add_parser(
+        "nodes", help="PING every configured node; exit status 1 if any is down"
+    )
+    nodes_parser.set_defaults(handler=nodes)
+
+    load_parser = commands.add_parser(
+        "load",
+        help="bounded loopback load test: N POSTs over M pages, then check the counts",
+        description="POST --requests visits round-robin over --pages fresh pages with "
+        "--concurrency clients against a service on this machine, with a progress bar on "
+        "stderr; then read the counts back with GET until they equal the accepted POSTs "
+        "(other workers' visits show after their flush, and a count may be served from the "
+        "cache for CACHE_TTL_SECONDS, so --timeout should exceed both). Exit status 1 if a "
+        "POST was not accepted or a count never matched; 2 for a non-loopback URL.",
+    )
+    load_parser.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="service base URL, loopback only (default: %(default)s)",
+    )
+    load_parser.add_argument(
+        "--requests",
+        "-n",
+        type=_bounded_int(1, 10_000_000),
+        default=1000,
+        metavar="N",
+        help="POSTs to send (default: %(default)s)",
+    )
+    load_parser.add_argument(
+        "--pages",
+        "-m",
+        type=_bounded_int(1, 100_000),
+        default=10,
+        metavar="M",
+        help="distinct pages to spread them over (default: %(default)s)",
+    )
+    load_parser.add_argument(
+        "--concurrency",
+        "-c",
+        type=_bounded_int(1, 1000),
+        default=10,
+        metavar="C",
+        help="concurrent clients (default: %(default)s)",
+    )
+    load_parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the counts to read back (default: %(default)s)",
+    )
+    load_parser.add_argument(
+        "--prefix", help="page id prefix (default: load-<random>, so every page starts at 0)"
+    )
+    load_parser.add_argument(
+        "--api-prefix", default="/api/v1", help="the service's API_PREFIX (default: %(default)s)"
+    )
+    load_parser.set_defaults(handler=load)
     return parser
 
 
@@ -76,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (SettingsError, NodeStartError) as exc:
+    except (SettingsError, NodeStartError, InvalidPageIdError) as exc:
         print(f"visit-counter: {exc}", file=sys.stderr)
         return 2
     return code

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +21,7 @@ from app import __version__
 from app.api.deps import Runtime
 from app.api.fast_visit import FastVisitRoute
 from app.api.health import router as health_router
+from app.api.monitoring import router as monitoring_router
 from app.api.v1.api import build_api_router
 from app.core.config import Settings, SettingsError, load_settings
 from app.core.errors import CounterError
@@ -28,21 +30,31 @@ from app.core.middleware import ProcessTimeMiddleware, RequestStats
 from app.core.redis_manager import RedisManager
 from app.schemas.counter import ErrorBody
 from app.services.metrics_log import MetricsLogger
+from app.services.prometheus_dir import open_prometheus
+from app.services.rate_limit import rate_limiter_for
 from app.services.visit_counter import VisitCounter
+
+if TYPE_CHECKING:  # imported for real by open_prometheus, once its directory is set
+    from app.services.prometheus_metrics import PrometheusMetrics
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
     request_stats = RequestStats()
+    rate_limiter = rate_limiter_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
         manager = RedisManager(settings)
         counter = VisitCounter(settings, manager)
         metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
+        prometheus: PrometheusMetrics | None = None
         try:
             await manager.start()
+            if settings.enable_metrics:
+                prometheus = open_prometheus(settings, manager, counter)
+                prometheus.start()
             await counter.start()
             if settings.enable_metrics:
                 metrics_log.start()
@@ -52,12 +64,16 @@ def create_app(settings: Settings) -> FastAPI:
                     manager=manager,
                     counter=counter,
                     request_stats=request_stats,
+                    rate_limiter=rate_limiter,
                     started_at=datetime.now(UTC),
+                    prometheus=prometheus,
                 )
             }
         finally:
             # Reverse order; each close is guarded so one failure never skips the next.
-            for close in (metrics_log.aclose, counter.aclose, manager.aclose):
+            # Prometheus closes after the engine, so the final flush is counted.
+            last_metrics = [prometheus.aclose] if prometheus is not None else []
+            for close in (metrics_log.aclose, counter.aclose, *last_metrics, manager.aclose):
                 try:
                     await close()
                 except Exception:
@@ -71,10 +87,12 @@ def create_app(settings: Settings) -> FastAPI:
         description="Counts page visits exactly once across a sharded set of Redis nodes.",
     )
     # Added first, so it runs inside ProcessTimeMiddleware and shares its header and count.
-    app.add_middleware(FastVisitRoute, api_prefix=settings.api_prefix)
-    app.add_middleware(ProcessTimeMiddleware, stats=request_stats)
+    app.add_middleware(FastVisitRoute, api_prefix=settings.api_prefix, rate_limiter=rate_limiter)
+    app.add_middleware(ProcessTimeMiddleware, stats=request_stats, api_prefix=settings.api_prefix)
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)
+    if settings.enable_metrics:
+        app.include_router(monitoring_router)
     app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error_response)  # type: ignore[arg-type]
     return app
@@ -82,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def _counter_error_response(request: Request, exc: CounterError) -> JSONResponse:
     body = ErrorBody(error=exc.code, message=exc.message)
-    return JSONResponse(body.model_dump(), status_code=exc.status_code)
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
 _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -101,7 +119,7 @@ def __getattr__(name: str) -> FastAPI:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"visit-counter: {exc}") from None
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, settings.log_format)
     application = create_app(settings)
     globals()["app"] = application
     return application

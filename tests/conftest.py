@@ -8,7 +8,7 @@ next test. Nothing here ever touches a server on a fixed port.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,16 @@ from app.core.config import Settings
 from app.core.embedded_nodes import RedisNodeProcess, free_port
 from tests.support.service import ServiceProcess
 
-NodeFactory = Callable[[int], list[RedisNodeProcess]]
+NodeFactory = Callable[..., list[RedisNodeProcess]]
 SettingsFactory = Callable[..., Settings]
 
 
-def start_nodes(count: int, root: Path) -> list[RedisNodeProcess]:
+def start_nodes(count: int, root: Path, extra_args: Sequence[str] = ()) -> list[RedisNodeProcess]:
     nodes: list[RedisNodeProcess] = []
     try:
         for _ in range(count):
             port = free_port()
-            node = RedisNodeProcess(port, root / f"node-{port}")
+            node = RedisNodeProcess(port, root / f"node-{port}", extra_args=extra_args)
             node.start()
             nodes.append(node)
     except Exception:
@@ -57,11 +57,14 @@ def redis_nodes(session_nodes: list[RedisNodeProcess]) -> list[RedisNodeProcess]
 
 @pytest.fixture
 def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
-    """Start N nodes of this test's own; all are stopped at teardown, whatever state."""
+    """Start N nodes of this test's own; all are stopped at teardown, whatever state.
+
+    `extra_args` go to every one of the N servers (e.g. `["--appendonly", "no"]`).
+    """
     started: list[RedisNodeProcess] = []
 
-    def factory(count: int) -> list[RedisNodeProcess]:
-        nodes = start_nodes(count, tmp_path / f"nodes-{len(started)}")
+    def factory(count: int, extra_args: Sequence[str] = ()) -> list[RedisNodeProcess]:
+        nodes = start_nodes(count, tmp_path / f"nodes-{len(started)}", extra_args)
         started.extend(nodes)
         return nodes
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
 
 from app.core.config import Settings
+from app.core.errors import RateLimitedError, UnauthorizedError
 from app.core.middleware import RequestStats
 from app.core.redis_manager import RedisManager
+from app.schemas.counter import ErrorBody
+from app.services.rate_limit import RateLimiter
 from app.services.visit_counter import VisitCounter
+
+if TYPE_CHECKING:  # imported for real only once PROMETHEUS_MULTIPROC_DIR is set
+    from app.services.prometheus_metrics import PrometheusMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,17 +34,99 @@ class Runtime:
     counter: VisitCounter
     request_stats: RequestStats
     started_at: datetime
+    rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_SECOND is 0
+    prometheus: PrometheusMetrics | None = None  # None: ENABLE_METRICS is false
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.state.runtime
     return runtime
 
 
-def get_counter(request: Request) -> VisitCounter:
+async def get_counter(request: Request) -> VisitCounter:
     counter: VisitCounter = request.state.runtime.counter
     return counter
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CounterDep = Annotated[VisitCounter, Depends(get_counter)]
+
+
+# -- access control (ADMIN_TOKEN) ------------------------------------------------
+
+# Declares the scheme in OpenAPI; the check itself is `require_admin`.
+_admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="`Authorization: Bearer <ADMIN_TOKEN>`; required only when ADMIN_TOKEN is set.",
+)
+
+
+def token_matches(given: str | None, token: SecretStr) -> bool:
+    """True when no token is configured or `given` is it, compared in constant time.
+
+    The header arrives as latin-1 text; encoding as UTF-8 never fails, and a
+    non-ASCII value simply does not match the (ASCII) token.
+    """
+    expected = token.get_secret_value()
+    if not expected:
+        return True
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("ascii"))
+
+
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> None:
+    """Refuse the request (401) unless it carries `Authorization: Bearer <ADMIN_TOKEN>`."""
+    token: SecretStr = request.state.runtime.settings.admin_token
+    if not token_matches(credentials.credentials if credentials else None, token):
+        # Never echo what was sent: it may be a near-miss of the real token.
+        raise UnauthorizedError("this route needs the header 'Authorization: Bearer <ADMIN_TOKEN>'")
+
+
+def admin_only(settings: Settings) -> dict[str, Any]:
+    """`include_router` arguments that put a router behind ADMIN_TOKEN, when one is set.
+
+    Without a token nothing is added, so the OpenAPI document declares the
+    security scheme and the 401 only where they apply.
+    """
+    if not settings.admin_token.get_secret_value():
+        return {}
+    dependencies: list[DependsParam] = [Depends(require_admin)]
+    responses: dict[int | str, dict[str, Any]] = {
+        401: {
+            "model": ErrorBody,
+            "description": "Missing or wrong `Authorization: Bearer <ADMIN_TOKEN>`",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+        }
+    }
+    return {"dependencies": dependencies, "responses": responses}
+
+
+async def has_admin_access(request: Request) -> bool:
+    """Whether this request may see admin detail (always, when ADMIN_TOKEN is empty).
+
+    Reads the header itself instead of declaring a security scheme: the routes
+    that use it answer without a token too, only with less.
+    """
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    given = credentials if scheme.lower() == "bearer" and credentials else None
+    return token_matches(given, request.state.runtime.settings.admin_token)
+
+
+AdminAccessDep = Annotated[bool, Depends(has_admin_access)]
+
+
+# -- per-client rate limit (RATE_LIMIT_PER_SECOND) ---------------------------------
+
+
+async def limit_visits(request: Request) -> None:
+    """Take a token from the client's bucket, or refuse the visit (429, not counted)."""
+    limiter: RateLimiter | None = request.state.runtime.rate_limiter
+    if limiter is not None:
+        retry_after = limiter.retry_after(request.client.host if request.client else "")
+        if retry_after:
+            raise RateLimitedError(retry_after)

@@ -16,24 +16,29 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.errors import CounterError
+from app.core.errors import CounterError, RateLimitedError
 from app.core.page_id import validate_page_id
+from app.services.rate_limit import RateLimiter
 
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def _response_start(status: int, body: bytes) -> dict[str, object]:
-    return {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [*_HEADERS, (b"content-length", str(len(body)).encode())],
-    }
+def _response_start(
+    status: int, body: bytes, extra: dict[str, str] | None = None
+) -> dict[str, object]:
+    headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += [(name.lower().encode(), value.encode()) for name, value in extra.items()]
+    return {"type": "http.response.start", "status": status, "headers": headers}
 
 
 class FastVisitRoute:
-    def __init__(self, app: ASGIApp, api_prefix: str) -> None:
+    def __init__(
+        self, app: ASGIApp, api_prefix: str, rate_limiter: RateLimiter | None = None
+    ) -> None:
         self.app = app
         self._visit_path = f"{api_prefix}/counter/visit/"
+        self._rate_limiter = rate_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -48,10 +53,17 @@ class FastVisitRoute:
             await self.app(scope, receive, send)  # not this route: FastAPI answers (404)
             return
         try:
+            # Off (the default): this attribute check is all it costs. Checked before the
+            # page id, as the FastAPI route's dependency is: invalid ids cost tokens too.
+            limiter = self._rate_limiter
+            if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
+                raise RateLimitedError(wait)
             scope["state"]["runtime"].counter.record_visit(validate_page_id(page_id))
         except CounterError as exc:
-            body = json.dumps({"status": "error", "error": exc.code, "message": exc.message})
-            status, payload = exc.status_code, body.encode()
+            payload = json.dumps(
+                {"status": "error", "error": exc.code, "message": exc.message}
+            ).encode()
+            start = _response_start(exc.status_code, payload, exc.headers)
         else:
             # page_id passed validation: only characters that need no JSON escaping.
             timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -59,6 +71,12 @@ class FastVisitRoute:
                 f'{{"status":"success","message":"Visit recorded for page {page_id}",'
                 f'"page_id":"{page_id}","timestamp":"{timestamp}"}}'
             ).encode()
-            status = 200
-        await send(_response_start(status, payload))
+            start = _response_start(200, payload)
+        await send(start)
         await send({"type": "http.response.body", "body": payload})
+
+
+def _client_host(scope: Scope) -> str:
+    """The client's address (with `--proxy-headers`, the one the trusted proxy reported)."""
+    client = scope.get("client")
+    return client[0] if client else ""

@@ -1,4 +1,4 @@
-"""`GET /status`: service and node health, outside the versioned API prefix."""
+"""`GET /status` and the probes `/health/live`, `/health/ready`, outside the API prefix."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from app import __version__
-from app.api.deps import RuntimeDep
-from app.schemas.counter import CounterStatus, HealthState, RedisStatus, ServiceStatus
+from app.api.deps import AdminAccessDep, RuntimeDep
+from app.core.errors import NotReadyError
+from app.schemas.counter import (
+    CounterStatus,
+    ErrorBody,
+    HealthState,
+    Liveness,
+    Readiness,
+    RedisStatus,
+    ServiceStatus,
+    ServiceStatusSummary,
+)
 
 router = APIRouter(tags=["status"])
 
@@ -21,10 +31,18 @@ def overall_health(node_status: dict[str, bool]) -> HealthState:
     return "degraded" if up else "unhealthy"
 
 
-@router.get("/status", response_model=ServiceStatus)
-async def get_status(runtime: RuntimeDep) -> ServiceStatus:
-    """Service status: uptime, request count, node health and buffer sizes."""
+@router.get("/status", response_model=ServiceStatus | ServiceStatusSummary)
+async def get_status(
+    runtime: RuntimeDep, admin: AdminAccessDep
+) -> ServiceStatus | ServiceStatusSummary:
+    """Service status: uptime, request count, node health and buffer sizes.
+
+    With ADMIN_TOKEN set, a request without `Authorization: Bearer <token>` gets
+    the status word alone, so health probes need no token and learn nothing more.
+    """
     node_status = runtime.manager.node_status()
+    if not admin:
+        return ServiceStatusSummary(status=overall_health(node_status))
     down = {
         name: health.last_error or "not checked yet"
         for name, health in runtime.manager.health().items()
@@ -39,6 +57,7 @@ async def get_status(runtime: RuntimeDep) -> ServiceStatus:
             healthy_nodes=sum(node_status.values()),
             node_status=node_status,
             down_nodes=down,
+            config_warnings=runtime.manager.config_warnings(),
         ),
         counter_status=CounterStatus(
             cache_size=len(runtime.counter.cache),
@@ -47,3 +66,26 @@ async def get_status(runtime: RuntimeDep) -> ServiceStatus:
         version=__version__,
         debug_mode=runtime.settings.debug,
     )
+
+
+@router.get("/health/live", response_model=Liveness)
+async def get_liveness() -> Liveness:
+    """Liveness probe: the process answers (nothing else is checked)."""
+    return Liveness()
+
+
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={503: {"model": ErrorBody, "description": "No visit could be kept now"}},
+)
+async def get_readiness(runtime: RuntimeDep) -> Readiness:
+    """Readiness probe: 503 while no node is reachable and the journal cannot be written.
+
+    Reads what the periodic health checks and the last journal write found; no I/O.
+    """
+    nodes_reachable = any(runtime.manager.node_status().values())
+    journal_writable = runtime.counter.can_journal()
+    if not nodes_reachable and not journal_writable:
+        raise NotReadyError("no node is reachable and the journal cannot be written")
+    return Readiness(nodes_reachable=nodes_reachable, journal_writable=journal_writable)

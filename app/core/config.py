@@ -8,14 +8,15 @@ except `load_settings()`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_PORTS = (7070, 7071, 7072)
 EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 class SettingsError(Exception):
@@ -68,9 +69,25 @@ class Settings(BaseSettings):
     project_name: str = "Visit Counter Service"
     data_dir: Path = Path("./data")
 
+    # Access control and abuse limits
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token required by DELETE, the JSON metrics and the /status detail "
+        "(empty: no token needed).",
+    )
+    rate_limit_per_second: float = Field(
+        default=0.0, ge=0, le=1_000_000, description="Visits per second per client IP (0: off)."
+    )
+    rate_limit_burst: int = Field(
+        default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
+    )
+
     # Monitoring
     enable_metrics: bool = True
     metrics_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    log_format: Literal["plain", "json"] = Field(
+        default="plain", description="plain text lines, or one JSON object per line."
+    )
 
     @field_validator("redis_nodes", mode="before")
     @classmethod
@@ -101,12 +118,28 @@ class Settings(BaseSettings):
             seen[identity] = position
         return nodes
 
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, token: SecretStr) -> SecretStr:
+        # Messages never include the value: it is a secret.
+        value = token.get_secret_value()
+        if value and len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (or empty)")
+        if any(not "!" <= char <= "~" for char in value):
+            raise ValueError("may only hold printable ASCII characters without spaces")
+        return token
+
     @field_validator("api_prefix")
     @classmethod
     def _check_prefix(cls, prefix: str) -> str:
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError("must start with '/' and not end with '/'")
         return prefix
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_batching(self) -> Settings:
@@ -124,6 +157,11 @@ class Settings(BaseSettings):
     @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Where every worker's Prometheus values live (prometheus_client multiprocess mode)."""
+        return self.data_dir / "prometheus"
 
 
 def redact_url(url: str) -> str:

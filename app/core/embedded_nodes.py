@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -47,7 +48,8 @@ def _answers_ping(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            # A node started with `--requirepass` (extra_args) answers, but NOAUTH.
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -55,10 +57,18 @@ def _answers_ping(port: int, timeout: float = 0.5) -> bool:
 class RedisNodeProcess:
     """One node: start, stop, and the faults tests inject (kill, pause, resume)."""
 
-    def __init__(self, port: int, data_dir: Path, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """`extra_args` go after the defaults, so they override them (the last value wins)."""
         self.port = port
         self.data_dir = data_dir
         self.binary = binary or server_binary()
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +93,7 @@ class RedisNodeProcess:
             "--save", "",
             "--logfile", "node.log",
             "--daemonize", "no",
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

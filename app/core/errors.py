@@ -13,6 +13,11 @@ class CounterError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error needs (e.g. `Retry-After`)."""
+        return {}
+
 
 class InvalidPageIdError(CounterError):
     """The page id is empty, too long or holds characters outside the safe set."""
@@ -33,3 +38,36 @@ class VisitNotKeptError(CounterError):
 
     status_code = 503
     code = "visit_not_kept"
+
+
+class NotReadyError(CounterError):
+    """No node is reachable and the journal cannot be written: no visit could be kept."""
+
+    status_code = 503
+    code = "not_ready"
+
+
+class UnauthorizedError(CounterError):
+    """An admin route was called without `Authorization: Bearer <ADMIN_TOKEN>`."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class RateLimitedError(CounterError):
+    """This client sent more visits than RATE_LIMIT_PER_SECOND allows; the visit is not counted."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many visits from this client; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -8,7 +8,8 @@ from app.core.errors import InvalidPageIdError
 
 MAX_PAGE_ID_LENGTH = 256
 PAGE_ID_CHARACTERS = "letters, digits and . _ - ~ :"
-_VALID = re.compile(r"[A-Za-z0-9._~:-]{1,256}")
+PAGE_ID_REGEX = r"[A-Za-z0-9._~:-]{1,256}"  # also the OpenAPI `pattern` of page id parameters
+_VALID = re.compile(PAGE_ID_REGEX)
 
 
 def validate_page_id(page_id: str) -> str:

@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from app.core import node_config
 from app.core.config import Settings, redact_url
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class NodeHealth:
     healthy: bool | None = None  # None until the first check
     last_error: str | None = None
     changed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # What in its configuration can lose counts (see node_config.py); None until read.
+    config_warnings: list[str] | None = None
 
 
 class RedisManager:
@@ -102,7 +105,51 @@ class RedisManager:
             self.mark_down(name, exc)
             return False
         self.mark_up(name)
+        await self._check_config(name)
         return True
+
+    async def _check_config(self, name: str) -> None:
+        """Read the settings that can lose counts; log a warning once per node per change.
+
+        CONFIG disabled, renamed or forbidden (a ResponseError) is reported as
+        "configuration unknown", never as a failure; a connection error leaves
+        the last result in place (PING decides up and down).
+        """
+        try:
+            async with (
+                asyncio.timeout(self.timeout),
+                self._clients[name].pipeline(transaction=False) as pipe,
+            ):
+                pipe.config_get("maxmemory-policy")
+                pipe.config_get("save")
+                pipe.info("persistence")
+                policy, save, persistence = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.debug("reading the configuration of %s failed: %s", name, exc)
+            return
+        aof = persistence.get("aof_enabled") if isinstance(persistence, dict) else None
+        warnings = node_config.config_warnings(
+            _config_value(policy, "maxmemory-policy"),
+            None if aof is None else bool(int(aof)),
+            _config_value(save, "save"),
+        )
+        state = self._health[name]
+        if warnings != state.config_warnings:
+            if warnings:
+                logger.warning(
+                    "redis node %s configuration may lose counts: %s", name, "; ".join(warnings)
+                )
+            elif state.config_warnings is not None:
+                logger.info("redis node %s configuration no longer loses counts", name)
+            state.config_warnings = warnings
+
+    def config_warnings(self) -> dict[str, list[str]]:
+        """Nodes whose configuration can lose counts (or cannot be read), with the reasons."""
+        return {
+            name: list(state.config_warnings)
+            for name, state in self._health.items()
+            if state.config_warnings
+        }
 
     async def check_all(self) -> dict[str, bool]:
         results = await asyncio.gather(*(self.check(name) for name in self._clients))
@@ -130,3 +177,13 @@ class RedisManager:
                 await client.aclose()
             except Exception:
                 logger.exception("closing the client of %s failed", name)
+
+
+def _config_value(reply: object, key: str) -> str | None:
+    """One value from a CONFIG GET reply; None when the node refused (an error object)."""
+    if not isinstance(reply, dict):
+        return None
+    value = reply.get(key, reply.get(key.encode()))
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None

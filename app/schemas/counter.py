@@ -62,6 +62,11 @@ class RedisStatus(BaseModel):
     healthy_nodes: int
     node_status: dict[str, bool]
     down_nodes: dict[str, str] = Field(description="Each node that is down, with its last error.")
+    config_warnings: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Each node whose configuration can lose counts (a maxmemory-policy that "
+        "evicts, neither AOF nor RDB on) or cannot be read, with the reasons.",
+    )
 
 
 class CounterStatus(BaseModel):
@@ -77,6 +82,22 @@ class ServiceStatus(BaseModel):
     counter_status: CounterStatus
     version: str
     debug_mode: bool
+
+
+class ServiceStatusSummary(BaseModel):
+    """`/status` without the admin token, when ADMIN_TOKEN is set: the status word only."""
+
+    status: HealthState
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    nodes_reachable: bool = Field(description="At least one node answered its last check.")
+    journal_writable: bool = Field(description="The on-disk journal can take writes.")
 
 
 class ErrorBody(BaseModel):

@@ -42,11 +42,17 @@ class Journal:
         self.path = directory / f"{writer}.jsonl"
         self._fd: int | None = None
         self._outstanding: dict[BatchKey, int] = {}  # batch -> offset of its record
+        self._last_write_failed = False
 
     @property
     def outstanding(self) -> int:
         """Batches written here and not yet acknowledged."""
         return len(self._outstanding)
+
+    @property
+    def writable(self) -> bool:
+        """Open, and its last write (if any) succeeded. Probes nothing: no I/O."""
+        return self._fd is not None and not self._last_write_failed
 
     def open(self) -> None:
         """Create the directory and this process's file, and lock the file."""
@@ -150,6 +156,7 @@ class Journal:
         try:
             offset = os.lseek(fd, 0, os.SEEK_END)
         except OSError as exc:
+            self._last_write_failed = True
             raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
         try:
             written = os.write(fd, data)
@@ -164,7 +171,9 @@ class Journal:
                 os.ftruncate(fd, offset)
             except OSError:
                 logger.exception("journal %s: could not cut a failed record", self.path)
+            self._last_write_failed = True
             raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
+        self._last_write_failed = False
         return offset
 
     def _require_open(self) -> int:

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,10 @@ class CounterStats:
     last_batch_write: datetime | None = None
 
 
+# Told of every batch a node was sent: (node, "stored" | "duplicate" | "failed", seconds).
+BatchObserver = Callable[[str, str, float], None]
+
+
 def new_writer_id() -> str:
     """A name no other process, here or on another host, will ever use."""
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
@@ -106,6 +111,7 @@ class VisitCounter:
         self._stopping = asyncio.Event()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -354,11 +360,13 @@ class VisitCounter:
         outbox = self._outboxes[name]
         seal = self._seal_for(name)
         while (batch := outbox.next_batch(seal, self.journal.read)) is not None:
+            started = time.perf_counter()
             try:
                 result = await self._store.apply(batch)
             except NodeUnavailableError as exc:
                 outbox.release()
                 self.stats.batches_failed += 1
+                self._observe_batch(name, "failed", started)
                 logger.warning(
                     "flush to %s failed (%d pages, %d visits, batch %s/%d kept for retry): %s",
                     name,
@@ -375,9 +383,19 @@ class VisitCounter:
                 self.journal.acknowledge(batch)
             self._absorb(batch, result)
             self._acks[name] += 1
+            self._observe_batch(name, "stored" if result.applied else "duplicate", started)
         if outbox.pages_in_memory < self._settings.max_pending_pages_per_node:
             self._refusing.discard(name)
         self._note_coverage(name, outbox)
+
+    def _observe_batch(self, name: str, outcome: str, started: float) -> None:
+        observer = self.batch_observer
+        if observer is None:
+            return
+        try:
+            observer(name, outcome, time.perf_counter() - started)
+        except Exception:  # reporting must never break a flush
+            logger.exception("batch observer failed")
 
     def _absorb(self, batch: Batch, result: ApplyResult) -> None:
         """Learn from a node's reply: new stored counts, and epochs changed by resets."""
@@ -512,3 +530,10 @@ class VisitCounter:
 
     def journal_batches(self) -> int:
         return self.journal.outstanding
+
+    def can_journal(self) -> bool:
+        """Whether the on-disk journal (and the visit log, when on) can take writes now.
+
+        Judged from the last write of each, without I/O: cheap enough for a probe.
+        """
+        return self.journal.writable and not self._refusing and not self._visit_log_failed

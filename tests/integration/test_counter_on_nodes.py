@@ -107,6 +107,7 @@ def test_status_and_metrics_report_a_stopped_node_as_degraded(
             "healthy_nodes": 3,
             "node_status": {node.url: True for node in nodes},
             "down_nodes": {},
+            "config_warnings": {},  # the test nodes run AOF, like the embedded ones
         }
         client.post("/api/v1/counter/visit/page1")
         metrics = client.get("/api/v1/counter/metrics").json()

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from app.core.embedded_nodes import free_port
+from app.core.http_limits import PROTOCOL_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,8 @@ class ServiceProcess:
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            # The server the Dockerfile and `python -m app serve` run: httptools with head limits.
+            "--loop", "uvloop", "--http", PROTOCOL_PATH, "--no-access-log",
             "--timeout-graceful-shutdown", "10",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:

@@ -8,6 +8,7 @@ Each test pins one promise the files make to whoever runs `docker compose up`.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import yaml
 from dotenv import dotenv_values
 
 from app.core.config import Settings
+from app.core.http_limits import PROTOCOL_PATH
+from app.core.node_config import config_warnings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVICES = ("redis1", "redis2", "redis3")
@@ -152,6 +155,22 @@ def test_redis_node_persists_with_aof(services: dict[str, Any], name: str) -> No
 
 
 @pytest.mark.parametrize("name", REDIS_SERVICES)
+def test_redis_node_passes_the_services_configuration_check(
+    services: dict[str, Any], name: str
+) -> None:
+    """What the service would read from the node: redis-server defaults unless the command
+    sets them (maxmemory-policy noeviction, RDB snapshots on unless `--save ""`)."""
+    arguments = shlex.split(command_text(services[name]))
+    options = dict(zip(arguments[1::2], arguments[2::2], strict=False))
+    warnings = config_warnings(
+        options.get("--maxmemory-policy", "noeviction"),
+        options.get("--appendonly", "no") == "yes",
+        options.get("--save", "3600 1 300 100 60 10000"),
+    )
+    assert warnings == [], warnings
+
+
+@pytest.mark.parametrize("name", REDIS_SERVICES)
 def test_redis_node_has_a_ping_healthcheck(services: dict[str, Any], name: str) -> None:
     assert "redis-cli ping" in healthcheck_text(services[name])
 
@@ -219,9 +238,9 @@ def test_app_data_dir_is_a_named_volume(compose: dict[str, Any], services: dict[
     assert source in (compose.get("volumes") or {}), "the journal must outlive the container"
 
 
-def test_app_healthcheck_gets_status(services: dict[str, Any]) -> None:
+def test_app_healthcheck_gets_readiness(services: dict[str, Any]) -> None:
     check = healthcheck_text(services["app"])
-    assert "http://127.0.0.1:8000/status" in check
+    assert "http://127.0.0.1:8000/health/ready" in check
     assert "curl" not in check, "python:3.11-slim has no curl"
 
 
@@ -252,12 +271,12 @@ def test_dockerfile_installs_from_requirements_only(
     assert installs == ["pip install --no-cache-dir -r requirements.txt"], installs
 
 
-def test_dockerfile_healthcheck_gets_status(
+def test_dockerfile_healthcheck_gets_readiness(
     dockerfile_instructions: list[tuple[str, str]],
 ) -> None:
     checks = arguments_of(dockerfile_instructions, "HEALTHCHECK")
     assert len(checks) == 1
-    assert "http://127.0.0.1:8000/status" in checks[0]
+    assert "http://127.0.0.1:8000/health/ready" in checks[0]
     assert "urllib" in checks[0]
 
 
@@ -269,6 +288,17 @@ def test_dockerfile_exposes_and_serves_8000(
     assert len(commands) == 1
     assert '"app.main:app"' in commands[0]
     assert '"--port", "8000"' in commands[0]
+
+
+def test_dockerfile_serves_with_the_request_head_limits(
+    dockerfile_instructions: list[tuple[str, str]],
+) -> None:
+    (command,) = arguments_of(dockerfile_instructions, "CMD")
+    assert f'"--http", "{PROTOCOL_PATH}"' in command, "plain httptools has no header limit"
+
+
+def test_compose_passes_the_admin_token_through(app_environment: dict[str, str]) -> None:
+    assert app_environment.get("ADMIN_TOKEN") == "${ADMIN_TOKEN:-}"
 
 
 def test_dockerfile_data_dir_is_a_volume(dockerfile_instructions: list[tuple[str, str]]) -> None:

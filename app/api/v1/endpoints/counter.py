@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Path
 
-from app.api.deps import CounterDep, RuntimeDep
+from app.api.deps import CounterDep, RuntimeDep, limit_visits
 from app.api.health import overall_health
-from app.core.page_id import validate_page_id
+from app.core.page_id import MAX_PAGE_ID_LENGTH, PAGE_ID_CHARACTERS, PAGE_ID_REGEX, validate_page_id
 from app.schemas.counter import (
     CounterMetrics,
     CounterMetricValues,
@@ -20,18 +20,54 @@ from app.schemas.counter import (
 )
 
 router = APIRouter(prefix="/counter", tags=["counter"])
+reset_router = APIRouter(prefix="/counter", tags=["counter"])  # behind ADMIN_TOKEN when set
 metrics_router = APIRouter(prefix="/counter", tags=["monitoring"])  # only when ENABLE_METRICS
 
+# The constraints are documented, not enforced by FastAPI: `validate_page_id` enforces them,
+# so a bad id gets the service's own 422 body rather than FastAPI's validation error.
+PageId = Annotated[
+    str,
+    Path(
+        description=f"1-{MAX_PAGE_ID_LENGTH} characters: {PAGE_ID_CHARACTERS}",
+        examples=["page1"],
+        json_schema_extra={
+            "pattern": f"^{PAGE_ID_REGEX}$",
+            "minLength": 1,
+            "maxLength": MAX_PAGE_ID_LENGTH,
+        },
+    ),
+]
+
 _INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorBody, "description": "Invalid page id"}
+    422: {"model": ErrorBody, "description": "Invalid page id"},
+    404: {"model": ErrorBody, "description": "No such route (e.g. a page id holding '/')"},
 }
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The visit or count cannot be served now"}
 }
+_RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorBody,
+        "description": "Too many visits from this client (only when RATE_LIMIT_PER_SECOND > 0); "
+        "the visit is not counted",
+        "headers": {
+            "Retry-After": {
+                "description": "Whole seconds until the client may send a visit again.",
+                "schema": {"type": "integer", "minimum": 1},
+                "required": True,
+            }
+        },
+    }
+}
 
 
-@router.post("/visit/{page_id}", response_model=VisitRecorded, responses=_INVALID | _UNAVAILABLE)
-async def record_visit(page_id: str, counter: CounterDep) -> VisitRecorded:
+@router.post(
+    "/visit/{page_id}",
+    response_model=VisitRecorded,
+    responses=_INVALID | _RATE_LIMITED | _UNAVAILABLE,
+    dependencies=[Depends(limit_visits)],
+)
+async def record_visit(page_id: PageId, counter: CounterDep) -> VisitRecorded:
     """Count one visit; stored on the page's node within one flush interval."""
     counter.record_visit(validate_page_id(page_id))
     return VisitRecorded(
@@ -42,14 +78,16 @@ async def record_visit(page_id: str, counter: CounterDep) -> VisitRecorded:
 
 
 @router.get("/visits/{page_id}", response_model=VisitCount, responses=_INVALID | _UNAVAILABLE)
-async def get_visits(page_id: str, counter: CounterDep) -> VisitCount:
+async def get_visits(page_id: PageId, counter: CounterDep) -> VisitCount:
     """Read a page's count: stored plus this worker's pending visits."""
     count = await counter.get_visits(validate_page_id(page_id))
     return VisitCount(visits=count.visits, served_via=count.served_via, stale=count.stale)
 
 
-@router.delete("/visits/{page_id}", response_model=CounterReset, responses=_INVALID | _UNAVAILABLE)
-async def reset_visits(page_id: str, counter: CounterDep) -> CounterReset:
+@reset_router.delete(
+    "/visits/{page_id}", response_model=CounterReset, responses=_INVALID | _UNAVAILABLE
+)
+async def reset_visits(page_id: PageId, counter: CounterDep) -> CounterReset:
     """Reset a page's count to 0 on its node and in every worker."""
     await counter.reset(validate_page_id(page_id))
     return CounterReset(message=f"Counter reset for page {page_id}", page_id=page_id)

@@ -1,0 +1,178 @@
+"""Where prometheus_client keeps every worker's values, and how that place is cleaned.
+
+With several uvicorn workers, each process writes its metric values to files of
+its own in PROMETHEUS_MULTIPROC_DIR (`counter_<pid>.db`, `histogram_<pid>.db`,
+`gauge_livesum_<pid>.db`, ...), and a scrape answered by any worker merges them
+all, so `/metrics` is the service's total whichever worker answers.
+prometheus_client chooses that mode when it is first imported and reads the
+directory when it creates a value, so `open_prometheus` sets the variable
+(to DATA_DIR/prometheus) and only then imports the metrics module.
+
+Cleaning at start. `uvicorn --workers N` runs the lifespan in every worker, at
+about the same time, and restarts a worker that died; the Dockerfile starts
+uvicorn directly, so there is no parent of ours to clean before spawning. So
+the workers agree among themselves, with `flock` (as the journal does):
+
+- every live worker holds a shared lock on `.live.lock` for its whole life;
+- a starting worker, holding `.clean.lock` so starters go one at a time, tries
+  an exclusive lock on `.live.lock`. If it gets it, no worker of this service is
+  alive: every file is from an earlier run and it removes them all (counters
+  restart from zero, which Prometheus reads as a counter reset). If it does not,
+  siblings are running: it removes only the live gauges of dead processes
+  (`mark_process_dead`), so a replaced worker's counts stay in the totals and
+  no sibling's file is touched.
+
+Why not "delete the files whose pid is not alive": pids repeat, above all in
+containers, where the workers of every run get the same few pids; an earlier
+run's file for a pid that is alive again would survive and its values would be
+added to the new run's. The kernel drops a dead process's lock however it
+died, so the lock cannot go stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.core.redis_manager import RedisManager
+    from app.services.prometheus_metrics import PrometheusMetrics
+    from app.services.visit_counter import VisitCounter
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_LOCK = ".live.lock"
+_CLEAN_LOCK = ".clean.lock"
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(?P<pid>\d+)\.db$")
+
+
+class MultiprocessDirectory:
+    """DATA_DIR/prometheus for one process: set as PROMETHEUS_MULTIPROC_DIR, cleaned, locked."""
+
+    # Apps open in this process. Production runs one; tests run several in turn, each
+    # with its own directory, and prometheus_client caches its open files per process.
+    _open_in_process = 0
+    _env_before: str | None = None  # PROMETHEUS_MULTIPROC_DIR before the first one opened
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wiped = False  # whether this process found no live sibling and cleaned up
+        self._live_fd: int | None = None
+
+    def open(self) -> None:
+        """Point prometheus_client here, then clean (see the module docstring) and lock."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if MultiprocessDirectory._open_in_process:
+            logger.warning("another app in this process already writes Prometheus files")
+        else:
+            MultiprocessDirectory._env_before = os.environ.get(ENV_VAR)
+        os.environ[ENV_VAR] = str(self.path)
+        live = os.open(self.path / _LIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            with _exclusive(self.path / _CLEAN_LOCK):
+                try:
+                    fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self.wiped = False
+                    self._forget({os.getpid(), *self._dead_pids()})
+                else:
+                    self.wiped = True
+                    for stale in self.path.glob("*.db"):
+                        stale.unlink(missing_ok=True)
+                # Not atomic, and need not be: `.clean.lock` keeps other starters out.
+                fcntl.flock(live, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(live)
+            raise
+        self._live_fd = live
+        MultiprocessDirectory._open_in_process += 1
+
+    def scrub(self) -> None:
+        """Drop the live gauges of processes that died without closing (at every scrape)."""
+        self._forget(self._dead_pids())
+
+    def close(self) -> None:
+        """This process stops being live: drop its live gauges, keep its counters, unlock."""
+        if self._live_fd is None:
+            return
+        try:
+            self._forget({os.getpid()})
+        finally:
+            os.close(self._live_fd)
+            self._live_fd = None
+            MultiprocessDirectory._open_in_process -= 1
+            if not MultiprocessDirectory._open_in_process:
+                self._release_process_state()
+
+    def _release_process_state(self) -> None:
+        """Close prometheus_client's cached files and restore the variable (tests, mostly)."""
+        from prometheus_client import values
+
+        # The class's own method: `values.close_all_multiprocess_files()` works only once
+        # per process (it forgets its cleanups). Single-process mode has nothing to close.
+        close_all_files = getattr(values.ValueClass, "close_all_files", None)
+        if close_all_files is not None:
+            close_all_files()
+        previous = MultiprocessDirectory._env_before
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
+
+    def _dead_pids(self) -> set[int]:
+        pids = set()
+        for entry in os.scandir(self.path):
+            match = _LIVE_GAUGE_FILE.match(entry.name)
+            if match and not _alive(int(match["pid"])):
+                pids.add(int(match["pid"]))
+        return pids
+
+    def _forget(self, pids: set[int]) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        for pid in pids:
+            mark_process_dead(pid, str(self.path))  # type: ignore[no-untyped-call]  # untyped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (blocking: held only while a worker cleans)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_prometheus(
+    settings: Settings, manager: RedisManager, counter: VisitCounter
+) -> PrometheusMetrics:
+    """Set up the directory, then import and build the metrics (in that order: see above)."""
+    directory = MultiprocessDirectory(settings.prometheus_dir)
+    directory.open()
+    try:
+        from app.services.prometheus_metrics import PrometheusMetrics
+
+        return PrometheusMetrics(settings, manager, counter, directory)
+    except BaseException:
+        directory.close()
+        raise

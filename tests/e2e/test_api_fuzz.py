@@ -1,0 +1,114 @@
+"""Property-based fuzzing of the API against its own OpenAPI document (schemathesis).
+
+A real uvicorn service on real nodes, with ADMIN_TOKEN set so the auth paths are
+exercised. Every operation in /openapi.json gets up to EXAMPLES schema-valid and
+EXAMPLES schema-invalid requests (derandomized: the same requests every run), each
+checked by schemathesis' default checks: no 5xx, a documented status code, content
+type and headers, a body that matches the response schema, invalid input refused
+and valid input accepted, and auth enforced where it is declared.
+
+Then the exactly-once promise, end to end: per page, the count stored on the nodes
+equals the 2xx POSTs the fuzzer made after that page's last 2xx DELETE. Pages are
+keyed by the `page_id` the service echoes, which is the id it counted, whatever the
+HTTP client did to the generated path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given
+from schemathesis import GenerationMode
+
+from app.core.embedded_nodes import RedisNodeProcess
+from tests.conftest import ServiceFactory
+from tests.support.load import stored_counts
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = 40  # per operation and generation mode; the whole run takes a few seconds
+TOKEN = "fuzz-admin-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Ledger:
+    """What the service acknowledged, in order: the stored count each page should end with."""
+
+    def __init__(self) -> None:
+        self.expected: Counter[str] = Counter()
+        self.posts = self.resets = 0
+
+    def record(self, method: str, status: int, body: Any) -> None:
+        if not 200 <= status < 300 or not isinstance(body, dict) or "page_id" not in body:
+            return
+        page_id = body["page_id"]
+        if method == "POST":
+            self.expected[page_id] += 1
+            self.posts += 1
+        elif method == "DELETE":
+            self.expected[page_id] = 0
+            self.resets += 1
+
+
+def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str, ledger: Ledger) -> None:
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(base_url=base_url, headers=AUTH, timeout=10)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        ledger.record(case.method.upper(), response.status_code, body)
+        case.validate_response(response, headers=AUTH)
+
+    try:
+        run()
+    except hypothesis.errors.Unsatisfiable:
+        # No parameters, so nothing to make invalid (GET /status): the positive run covered it.
+        if mode is not GenerationMode.NEGATIVE:
+            raise
+
+
+@pytest.mark.timeout(60)  # bounded by EXAMPLES already; a few seconds in practice
+def test_fuzzed_api_keeps_its_schema_and_counts_exactly(
+    redis_nodes: list[RedisNodeProcess], service_factory: ServiceFactory
+) -> None:
+    service = service_factory(redis_nodes, admin_token=TOKEN)
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    labels = {operation.label for operation in operations}
+    assert {
+        "POST /api/v1/counter/visit/{page_id}",
+        "GET /api/v1/counter/visits/{page_id}",
+        "DELETE /api/v1/counter/visits/{page_id}",
+        "GET /api/v1/counter/metrics",
+        "GET /status",
+    } <= labels
+
+    ledger = Ledger()
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz_operation(operation, mode, service.url, ledger)
+
+    assert ledger.posts >= EXAMPLES // 2, "the fuzzer hardly reached the visit route"
+    assert ledger.resets > 0, "the fuzzer never reset a page"
+    pages = list(ledger.expected)
+    deadline = time.monotonic() + 10
+    while (stored := stored_counts(redis_nodes, pages)) != ledger.expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert stored == ledger.expected
