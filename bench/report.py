@@ -99,6 +99,8 @@ RATIOS: tuple[tuple[str, Operand, Operand | None, tuple[str, float] | None], ...
     ("throughput g/a (visit log on vs off)", ("rps", "g"), ("rps", "a"), None),
     ("p99 a/e", ("p99", "a"), ("p99", "e"), ("<=", 1.1)),
     ("p99 b/e", ("p99", "b"), ("p99", "e"), ("<=", 1.1)),
+    ("p99 i/b (a node paused vs all up)", ("p99", "i"), ("p99", "b"), ("<=", 1.1)),
+    ("throughput i/b (a node paused vs all up)", ("rps", "i"), ("rps", "b"), None),
     ("Redis commands per 1,000 visits, a", ("cmds", "a"), None, ("<", 2)),
     ("Redis commands per 1,000 visits, b", ("cmds", "b"), None, ("<", 1050)),
     ("Redis commands per visit, b vs f (b/f)", ("cmds", "b"), ("cmds", "f"), None),

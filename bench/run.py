@@ -134,9 +134,16 @@ class Session:
     def measure(self, scenario: Scenario, run: int) -> Measurement:
         server = self.servers[scenario.server]
         before = self.nodes.command_calls()
-        result = self.load.run(
-            server.url, scenario.load, self.config.duration_s, self.config.connections
-        )
+        paused = self.nodes.nodes[0] if scenario.pause_node else None
+        if paused is not None:
+            paused.pause()
+        try:
+            result = self.load.run(
+                server.url, scenario.load, self.config.duration_s, self.config.connections
+            )
+        finally:
+            if paused is not None:
+                paused.resume()
         after = self._settle(scenario)
         delta = {name: calls - before.get(name, 0) for name, calls in after.items()}
         return Measurement(

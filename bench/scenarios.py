@@ -23,6 +23,7 @@ class Scenario:
     server: str
     load: LoadSpec
     records_visits: bool = False  # the service buffers visits: wait for the flush before stats
+    pause_node: bool = False  # SIGSTOP one node for the whole run (G4: p99 must not move)
 
     @property
     def label(self) -> str:
@@ -81,6 +82,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         JOURNAL,
         LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}"),
         records_visits=True,
+    ),
+    Scenario(
+        "i",
+        "POST visit, 10,000 pages, a node paused",
+        "as (b), with one of the three nodes stopped by SIGSTOP for the whole run",
+        MAIN,
+        LoadSpec("POST", f"{API}/counter/visit/page-{{page}}", pages=SPREAD_PAGES),
+        records_visits=True,
+        pause_node=True,
     ),
     Scenario(
         "h",
