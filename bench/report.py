@@ -260,6 +260,13 @@ def render_markdown(
         lines.append(
             f"| {ratio.name} | {ratio.value:,.2f} | {ratio.target} | {_verdict(ratio.met)} |"
         )
+    flush = context.get("flush_10k_ms")
+    if flush:
+        verdict = _verdict(flush["max"] < 100)
+        lines += ["", f"Flush of 10,000 distinct pages to the 3 nodes (`VisitCounter.flush()` in"
+                  f" process, after the scenarios, {flush['repeats']:.0f} repeats): median"
+                  f" {flush['median']:.1f} ms, max {flush['max']:.1f} ms; target < 100 ms:"
+                  f" {verdict}."]  # fmt: skip
     if chart_name:
         lines += ["", f"![throughput and p99 per scenario]({chart_name})"]
     lines += ["", "## Redis commands per 1,000 requests, by command", "",

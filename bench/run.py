@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator, choose_load_generator
 from bench.processes import (
     REPO_ROOT,
@@ -200,6 +201,9 @@ def run_session(config: BenchConfig) -> tuple[list[Measurement], dict[str, Any]]
                   + ", ".join(f"{name} {server.url}" for name, server in servers.items()),
                   flush=True)  # fmt: skip
             measurements = Session(config, nodes, servers, load).run_all()
+            for server in servers.values():
+                server.stop()
+            flush_ms = measure_flush_ms(nodes.urls, root / "data-flush")
         finally:
             for server in servers.values():  # before the nodes: the final flush reaches them
                 try:
@@ -208,6 +212,7 @@ def run_session(config: BenchConfig) -> tuple[list[Measurement], dict[str, Any]]
                     print(f"bench: stopping {server.name} failed: {exc}", file=sys.stderr)
             nodes.stop()
         context = {
+            "flush_10k_ms": flush_ms,
             "pinned": pinned,
             "load_generator": load.name,
             "load_generator_version": load.version,

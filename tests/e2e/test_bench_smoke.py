@@ -31,5 +31,6 @@ def test_bench_smoke_run_writes_a_row_per_scenario_and_the_chart(tmp_path: Path)
     text = report.read_text()
     for scenario in SCENARIOS:
         assert f"| {scenario.label} |" in text, f"no row for {scenario.label}:\n{text}"
+    assert "Flush of 10,000 distinct pages to the 3 nodes" in text
     assert "## Ratios" in text
     assert (tmp_path / "benchmarks.png").stat().st_size > 0

@@ -1,0 +1,53 @@
+"""Wall time of one flush of 10,000 distinct pages to the three nodes (issue 4's < 100 ms).
+
+Runs the real engine in-process (`VisitCounter.flush()`, which sends every node its
+batch in parallel and waits for all) against the session's nodes, after the HTTP
+scenarios, so nothing else competes for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from app.core.config import Settings
+from app.core.redis_manager import RedisManager
+from app.services.visit_counter import VisitCounter
+
+PAGES = 10_000
+
+
+async def _flush_times(node_urls: str, data_dir: Path, repeats: int) -> list[float]:
+    settings = Settings(
+        _env_file=None,
+        redis_nodes=node_urls,
+        data_dir=data_dir,
+        batch_interval_seconds=3600,  # no background flush: each flush below is timed alone
+        batch_size_limit=PAGES * 2,
+        max_pending_pages_per_node=PAGES * 2,
+        enable_metrics=False,
+    )
+    manager = RedisManager(settings)
+    counter = VisitCounter(settings, manager)
+    await manager.start()
+    await counter.start()
+    times = []
+    try:
+        for repeat in range(repeats + 1):
+            for number in range(PAGES):
+                counter.record_visit(f"flush-bench-{number}")
+            started = time.perf_counter()
+            await counter.flush()
+            if repeat:  # the first flush also loads the script on each node
+                times.append((time.perf_counter() - started) * 1000)
+    finally:
+        await counter.aclose()
+        await manager.aclose()
+    return times
+
+
+def measure_flush_ms(node_urls: str, data_dir: Path, repeats: int = 5) -> dict[str, float]:
+    times = asyncio.run(_flush_times(node_urls, data_dir, repeats))
+    return {"median": statistics.median(times), "max": max(times), "repeats": len(times)}
