@@ -7,11 +7,12 @@ import asyncio
 import pytest
 
 from tests.conftest import NodeFactory, ServiceFactory
-from tests.support.load import LoadResult, post_visits, wait_for_stored
+from tests.support.load import LoadResult, post_visits, wait_for_stored_between
 
 pytestmark = pytest.mark.fault
 
 PAGES = [f"story-{number}" for number in range(30)]
+CLIENTS = 8
 
 
 @pytest.mark.parametrize("node_down", [False, True], ids=["nodes-up", "one-node-down"])
@@ -26,7 +27,13 @@ async def test_kill_9_under_load_with_the_visit_log_loses_nothing(
     result = LoadResult()
     load = asyncio.create_task(
         post_visits(
-            service.url, PAGES, 100_000, result=result, deadline_seconds=20, stop_on_error=True
+            service.url,
+            PAGES,
+            100_000,
+            CLIENTS,
+            result=result,
+            deadline_seconds=20,
+            stop_on_error=True,
         )
     )
     while result.total_acked < 1000:
@@ -40,9 +47,16 @@ async def test_kill_9_under_load_with_the_visit_log_loses_nothing(
     await load
     assert not result.refused
 
+    # Each client stops at its first unanswered request: at most one per client, and
+    # such a visit may or may not have been counted before the process died.
+    assert result.errors <= CLIENTS
+
     if node_down:
         await asyncio.to_thread(nodes[2].start)
     service_factory(nodes, workers=2, **settings)
-    assert await wait_for_stored(nodes, result.acked) == result.acked
-    await asyncio.sleep(1.0)
-    assert await wait_for_stored(nodes, result.acked, timeout=0) == result.acked
+    stored = await wait_for_stored_between(nodes, result)
+    await asyncio.sleep(1.0)  # a few more flushes: nothing is replayed twice
+    assert await wait_for_stored_between(nodes, result, timeout=0) == stored
+    for page_id in PAGES:
+        acked, unanswered = result.acked[page_id], result.unanswered[page_id]
+        assert acked <= stored[page_id] <= acked + unanswered, page_id

@@ -19,12 +19,16 @@ from app.services.batch import page_key
 class LoadResult:
     acked: Counter[str] = field(default_factory=Counter)  # 2xx answers per page
     refused: Counter[int] = field(default_factory=Counter)  # non-2xx answers by status
-    errors: int = 0  # no answer at all (connection closed, timeout)
+    unanswered: Counter[str] = field(default_factory=Counter)  # no answer (closed, timeout)
     latencies: list[float] = field(default_factory=list)
 
     @property
     def total_acked(self) -> int:
         return sum(self.acked.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(self.unanswered.values())
 
 
 async def post_visits(
@@ -56,7 +60,7 @@ async def post_visits(
             try:
                 response = await client.post(f"/api/v1/counter/visit/{page_id}")
             except httpx.HTTPError:
-                result.errors += 1
+                result.unanswered[page_id] += 1
                 if stop_on_error:
                     return
                 continue
@@ -92,5 +96,24 @@ async def wait_for_stored(
     while True:
         stored = await asyncio.to_thread(stored_counts, nodes, pages)
         if stored == expected or time.monotonic() > deadline:
+            return stored
+        await asyncio.sleep(0.2)
+
+
+async def wait_for_stored_between(
+    nodes: list[RedisNodeProcess], result: LoadResult, timeout: float = 20.0
+) -> Counter[str]:
+    """Poll until every page holds at least its acknowledged visits and at most those plus
+    the visits that got no answer (the service may have counted a visit and died before
+    answering). Returns what the nodes hold at the end."""
+    pages = list(result.acked | result.unanswered)
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = await asyncio.to_thread(stored_counts, nodes, pages)
+        within = all(
+            result.acked[page] <= stored[page] <= result.acked[page] + result.unanswered[page]
+            for page in pages
+        )
+        if within or time.monotonic() > deadline:
             return stored
         await asyncio.sleep(0.2)
