@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from app.core.config import Settings
+from app.core.embedded_nodes import RedisNodeProcess
 from app.core.redis_manager import RedisManager
 from app.services.visit_counter import VisitCounter
+from tests.support.proxy import FaultProxy
 
 CounterFactory = Callable[[Settings], Awaitable[VisitCounter]]
 
@@ -36,3 +38,12 @@ async def counter_factory() -> AsyncIterator[CounterFactory]:
 async def close(counter: VisitCounter) -> None:
     """Graceful stop of one counter (its manager is closed by the fixture)."""
     await counter.aclose()
+
+
+@pytest.fixture
+async def proxy(redis_nodes: list[RedisNodeProcess]) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of the first session node (see tests/support/proxy.py)."""
+    fault_proxy = FaultProxy(redis_nodes[0].port)
+    await fault_proxy.start()
+    yield fault_proxy
+    await fault_proxy.aclose()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -47,14 +46,6 @@ async def wait_for_subscribers(node: RedisNodeProcess, count: int) -> None:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} workers subscribed to {EVENTS_CHANNEL}")
-
-
-@pytest.fixture
-async def proxy(redis_nodes: list[RedisNodeProcess]) -> AsyncIterator[FaultProxy]:
-    fault_proxy = FaultProxy(redis_nodes[0].port)
-    await fault_proxy.start()
-    yield fault_proxy
-    await fault_proxy.aclose()
 
 
 async def test_a_batch_applied_but_unacknowledged_is_not_added_twice(

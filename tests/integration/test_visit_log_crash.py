@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import pytest
 import redis
@@ -94,14 +94,6 @@ def visit_settings(
     make_settings: SettingsFactory, nodes: list[RedisNodeProcess], **extra: object
 ) -> Settings:
     return make_settings(nodes, journal_visits=True, batch_interval_seconds=60, **extra)
-
-
-@pytest.fixture
-async def proxy(redis_nodes: list[RedisNodeProcess]) -> AsyncIterator[FaultProxy]:
-    fault_proxy = FaultProxy(redis_nodes[0].port)
-    await fault_proxy.start()
-    yield fault_proxy
-    await fault_proxy.aclose()
 
 
 # -- (a) nothing ever flushed --------------------------------------------------------
