@@ -8,13 +8,13 @@ this module (as the tests do) reads no settings and starts nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app import __version__
@@ -24,11 +24,10 @@ from app.api.health import router as health_router
 from app.api.monitoring import router as monitoring_router
 from app.api.v1.api import build_api_router
 from app.core.config import Settings, SettingsError, load_settings
-from app.core.errors import CounterError
+from app.core.errors import CounterError, error_body
 from app.core.logging import configure_logging
 from app.core.middleware import ProcessTimeMiddleware, RequestStats
 from app.core.redis_manager import RedisManager
-from app.schemas.counter import ErrorBody
 from app.services.metrics_log import MetricsLogger
 from app.services.prometheus_dir import open_prometheus
 from app.services.rate_limit import rate_limiter_for
@@ -98,17 +97,22 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _counter_error_response(request: Request, exc: CounterError) -> JSONResponse:
-    body = ErrorBody(error=exc.code, message=exc.message)
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+async def _counter_error_response(request: Request, exc: CounterError) -> Response:
+    return _error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
 _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-async def _http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
-    body = ErrorBody(error=_HTTP_ERROR_CODES.get(exc.status_code, "http_error"), message=exc.detail)
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+async def _http_error_response(request: Request, exc: HTTPException) -> Response:
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    return _error_response(exc.status_code, code, exc.detail, exc.headers)
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None
+) -> Response:
+    return Response(error_body(code, message), status, headers, media_type="application/json")
 
 
 def __getattr__(name: str) -> FastAPI:

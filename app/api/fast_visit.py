@@ -11,12 +11,11 @@ The request body is never read.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.errors import CounterError, RateLimitedError
+from app.core.errors import CounterError, RateLimitedError, error_body
 from app.core.page_id import validate_page_id
 from app.services.rate_limit import RateLimiter
 
@@ -60,9 +59,7 @@ class FastVisitRoute:
                 raise RateLimitedError(wait)
             scope["state"]["runtime"].counter.record_visit(validate_page_id(page_id))
         except CounterError as exc:
-            payload = json.dumps(
-                {"status": "error", "error": exc.code, "message": exc.message}
-            ).encode()
+            payload = error_body(exc.code, exc.message)
             start = _response_start(exc.status_code, payload, exc.headers)
         else:
             # page_id passed validation: only characters that need no JSON escaping.

@@ -1,6 +1,19 @@
-"""The service's one error family. A single handler in `main.py` maps each to JSON."""
+"""The service's one error family, and the one JSON body every error answer carries.
+
+A handler in `main.py` maps each error to its answer; the pure-ASGI visit route and
+the bounded HTTP protocol, which answer outside FastAPI, use `error_body` too.
+"""
 
 from __future__ import annotations
+
+import json
+
+
+def error_body(code: str, message: str) -> bytes:
+    """`{"status": "error", "error": <code>, "message": <message>}` (schema: `ErrorBody`)."""
+    return json.dumps(
+        {"status": "error", "error": code, "message": message}, separators=(",", ":")
+    ).encode()
 
 
 class CounterError(Exception):

@@ -25,10 +25,11 @@ head whose reads added up to more than MAX_HEAD_BYTES.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.core.errors import error_body
 
 MAX_URL_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 16 * 1024
@@ -101,9 +102,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
             return
         code, message = _REFUSALS[self._refused]
-        body = json.dumps(
-            {"status": "error", "error": code, "message": message}, separators=(",", ":")
-        ).encode()
+        body = error_body(code, message)
         content = [STATUS_LINE[self._refused]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
