@@ -37,7 +37,15 @@ class Settings(BaseSettings):
     )
     redis_password: str = Field(default="", description="Password for every node (empty: none).")
     redis_db: int = Field(default=0, ge=0, le=15)
-    redis_timeout: float = Field(default=5.0, gt=0, le=60, description="Connect/read timeout, s.")
+    redis_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Time a node has to answer one command, s."
+    )
+    redis_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time to open a connection to a node, handshake included, s.",
+    )
     redis_retry_attempts: int = Field(default=3, ge=0, le=10)
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 

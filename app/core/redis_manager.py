@@ -4,12 +4,17 @@ The manager knows nothing of counting. It owns a `redis.asyncio.Redis` client pe
 node, pings every node on an interval, and keeps the up/down map that `/status`
 shows. Callers report failures they see (`mark_down`) so a dead node is known
 before the next health check.
+
+Timeouts (issue 9). A call may have to open a connection first, so its budget is
+REDIS_CONNECT_TIMEOUT (TCP connect and handshake) plus REDIS_TIMEOUT (the
+command's reply): `call_budget`. The handshake is one round trip at most (AUTH
+when a password is set; no CLIENT SETINFO), so a node that answers slowly but
+within REDIS_TIMEOUT stays usable after its connections are reset.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,10 +23,11 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
 
 from app.core import node_config
 from app.core.config import Settings, redact_url
+from app.core.node_identity import NodeIdentities
+from app.core.tasks import PeriodicTask
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +49,7 @@ class RedisManager:
     """One async client (and connection pool) per configured node."""
 
     def __init__(self, settings: Settings) -> None:
-        self._interval = settings.health_check_interval_seconds
-        self.timeout = settings.redis_timeout
+        self.call_budget = settings.redis_connect_timeout + settings.redis_timeout
         self._clients: dict[str, Redis] = {}
         self._health: dict[str, NodeHealth] = {}
         for url in settings.redis_nodes:
@@ -54,12 +59,16 @@ class RedisManager:
                 password=settings.redis_password or None,
                 db=settings.redis_db,
                 socket_timeout=settings.redis_timeout,
-                socket_connect_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_connect_timeout,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
                 health_check_interval=0,
+                driver_info=None,  # no CLIENT SETINFO: one round trip less per new connection
             )
             self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
-        self._checker: asyncio.Task[None] | None = None
+        self.identities = NodeIdentities()
+        self._checker = PeriodicTask(
+            "redis-health-checks", self._check_all_steps, settings.health_check_interval_seconds
+        )
 
     @property
     def names(self) -> list[str]:
@@ -97,14 +106,19 @@ class RedisManager:
             state.changed_at = datetime.now(UTC)
 
     async def check(self, name: str) -> bool:
-        """PING one node within the timeout; update and return its health."""
+        """Ask one node who it is (one round trip) within the budget; update its health.
+
+        Any error but cancellation marks it down: a peer reset can surface from
+        uvloop as a RuntimeError, and a health check must never die of it.
+        """
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._clients[name].ping()
-        except (RedisError, OSError, TimeoutError) as exc:
+            async with asyncio.timeout(self.call_budget):
+                identity = await self.identities.read(self._clients[name])
+        except Exception as exc:
             self.mark_down(name, exc)
             return False
         self.mark_up(name)
+        self.identities.observe(name, identity)
         await self._check_config(name)
         return True
 
@@ -117,14 +131,14 @@ class RedisManager:
         """
         try:
             async with (
-                asyncio.timeout(self.timeout),
+                asyncio.timeout(self.call_budget),
                 self._clients[name].pipeline(transaction=False) as pipe,
             ):
                 pipe.config_get("maxmemory-policy")
                 pipe.config_get("save")
                 pipe.info("persistence")
                 policy, save, persistence = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
             logger.debug("reading the configuration of %s failed: %s", name, exc)
             return
         aof = persistence.get("aof_enabled") if isinstance(persistence, dict) else None
@@ -153,25 +167,20 @@ class RedisManager:
 
     async def check_all(self) -> dict[str, bool]:
         results = await asyncio.gather(*(self.check(name) for name in self._clients))
+        self.identities.compare_new_ones()
         return dict(zip(self._clients, results, strict=True))
+
+    async def _check_all_steps(self) -> None:
+        await self.check_all()
 
     async def start(self) -> None:
         """Check every node once, then keep checking in the background."""
         await self.check_all()
-        self._checker = asyncio.create_task(self._check_forever(), name="redis-health-checks")
-
-    async def _check_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.check_all()
+        self._checker.start()
 
     async def aclose(self) -> None:
         """Stop health checks and close every pool; one failure never skips the rest."""
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
-            self._checker = None
+        await self._checker.aclose()
         for name, client in self._clients.items():
             try:
                 await client.aclose()

@@ -50,6 +50,10 @@ class Journal:
         return len(self._outstanding)
 
     @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    @property
     def writable(self) -> bool:
         """Open, and its last write (if any) succeeded. Probes nothing: no I/O."""
         return self._fd is not None and not self._last_write_failed

@@ -1,6 +1,6 @@
 """Counting operations on the nodes: each one Lua script call, bounded by the timeout.
 
-Library and OS errors are translated here, at the boundary, into
+Every error but cancellation is translated here, at the boundary, into
 `NodeUnavailableError`; a failure marks the node down and a success marks it up,
 so the health map reacts before the next periodic check.
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from app.core.errors import NodeUnavailableError
 from app.core.redis_manager import RedisManager
@@ -23,7 +22,9 @@ from app.services.batch import (
     EPOCHS_KEY,
     EVENTS_CHANNEL,
     READ_PAGE_LUA,
+    RESET_COUNT_LUA,
     RESET_PAGE_LUA,
+    RESETS_KEY,
     Batch,
     page_key,
 )
@@ -37,7 +38,9 @@ class ApplyResult:
 
     applied: bool  # False: the node had applied this batch before (a retry)
     stored: dict[str, int]  # page -> count after this batch, for the pages it added to
-    epochs: dict[str, int]  # page -> the node's current epoch, for every page (when applied)
+    # page -> the node's epoch, for the pages whose increments it dropped: a reset the
+    # writer had not heard of came after them (see batch.py)
+    dropped: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +63,24 @@ class NodeStore:
             )
 
     async def apply(self, batch: Batch) -> ApplyResult:
-        """Apply `batch` on its node at most once (see `batch.py`)."""
+        """Apply `batch` on its node at most once (see `batch.py`); its tags must be known."""
         pages = list(batch.increments)
         args: list[Any] = [batch.writer, batch.seq, EVENTS_CHANNEL]
         for page_id in pages:
             args.extend(batch.increments[page_id])
-        keys = [APPLIED_KEY, EPOCHS_KEY, *(page_key(page_id) for page_id in pages)]
+        keys = [APPLIED_KEY, EPOCHS_KEY, RESETS_KEY, *(page_key(page_id) for page_id in pages)]
         reply = await self._call(batch.node, lambda: self._scripts[batch.node].apply(keys, args))
         if int(reply[0]) == 0:
-            return ApplyResult(applied=False, stored={}, epochs={})
+            return ApplyResult(applied=False, stored={}, dropped={})
         stored: dict[str, int] = {}
-        epochs: dict[str, int] = {}
+        dropped: dict[str, int] = {}
         for index, page_id in enumerate(pages):
             value, epoch = int(reply[1 + 2 * index]), int(reply[2 + 2 * index])
             if value >= 0:
                 stored[page_id] = value
-            epochs[page_id] = epoch
-        return ApplyResult(applied=True, stored=stored, epochs=epochs)
+            else:
+                dropped[page_id] = epoch
+        return ApplyResult(applied=True, stored=stored, dropped=dropped)
 
     async def read(self, node: str, page_id: str, writer: str) -> tuple[int, int]:
         """The page's stored count and the node's applied-batch mark for `writer`."""
@@ -87,20 +91,35 @@ class NodeStore:
         return int(reply[0]), int(reply[1])
 
     async def reset(self, node: str, page_id: str) -> int:
-        """Delete the page's count, bump its epoch and tell every worker; return the epoch."""
+        """Delete the page's count, give it a new epoch and tell every worker; return the epoch."""
         reply = await self._call(
             node,
             lambda: self._scripts[node].reset(
-                [page_key(page_id), EPOCHS_KEY], [page_id, EVENTS_CHANNEL]
+                [page_key(page_id), EPOCHS_KEY, RESETS_KEY], [page_id, EVENTS_CHANNEL]
             ),
+        )
+        return int(reply)
+
+    async def reset_count(self, node: str) -> int:
+        """The node's reset count: every epoch it has handed out is at or below it.
+
+        Read once per process and node, so sent as EVAL: no script cache to miss.
+        """
+        client = self._manager.client(node)
+        reply = await self._call(
+            node,
+            lambda: client.eval(RESET_COUNT_LUA, 2, EPOCHS_KEY, RESETS_KEY),
         )
         return int(reply)
 
     async def _call(self, node: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
-            async with asyncio.timeout(self._manager.timeout):
+            async with asyncio.timeout(self._manager.call_budget):
                 result = await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            # Not only RedisError and OSError: a peer reset on an idle connection
+            # surfaces from uvloop as a RuntimeError ("the handler is closed"), and
+            # whatever a client library raises, the node could not be used (issue 9).
             self._manager.mark_down(node, exc)
             raise NodeUnavailableError(f"redis node {node} is unavailable") from exc
         self._manager.mark_up(node)

@@ -94,14 +94,14 @@ class NodeOutbox:
 
         `applied_seq` is the node's mark for `writer`: an inflight batch at or
         below it was applied already (its reply was lost) and is not added twice;
-        increments tagged with an epoch other than `epoch` will be dropped by the
-        node (a reset came after them) and are not added either. Spilled
-        batches live on disk and are not counted here.
+        increments tagged below `epoch`, the newest reset this process knows of,
+        will be dropped by the node (that reset came after them) and are not
+        added either. Spilled batches live on disk and are not counted here.
         """
         pending = self.queued.get(page_id, 0)
         inflight = self.inflight
         if inflight is not None and not (inflight.writer == writer and inflight.seq <= applied_seq):
-            count_epoch = inflight.increments.get(page_id)
-            if count_epoch is not None and count_epoch[1] == epoch:
-                pending += count_epoch[0]
+            count_tag = inflight.increments.get(page_id)
+            if count_tag is not None and count_tag[1] >= epoch:
+                pending += count_tag[0]
         return pending

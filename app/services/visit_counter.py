@@ -6,31 +6,38 @@ one idempotent batch at a time, nodes in parallel, so a hung node delays only it
 own pages (G1, G4). What a node cannot take stays in memory up to a cap per node,
 then goes to the journal (G5); at shutdown everything unsent is journaled and the
 next start replays it (G6). Resets are fenced by per-page epochs (G3).
+
+Floors (issue 9). Before it serves, the process reads each node's reset count
+(its *floor* for that node) right after subscribing to the node's events:
+every reset at or below it happened before this process accepted anything, so
+increments are tagged with at least the floor and such resets never drop them
+(`batch.py`). Later resets reach it as events. A node unreachable at start gets
+its floor at the first contact; until then its visits carry `UNKNOWN_TAG`,
+resolved to the floor when they are sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError, VisitNotKeptError
 from app.core.redis_manager import RedisManager
-from app.services.batch import EVENTS_CHANNEL, Batch
+from app.core.tasks import PeriodicTask
+from app.services.batch import UNKNOWN_TAG, Batch
 from app.services.cache import StoredCountCache
+from app.services.events import Event, NodeEvents, ResetEvent
 from app.services.journal import Journal, JournalError
 from app.services.node_store import ApplyResult, NodeStore
 from app.services.outbox import NodeOutbox
@@ -39,20 +46,6 @@ from app.services.visit_log import VisitLog
 logger = logging.getLogger(__name__)
 
 _READ_ATTEMPTS = 3
-_LISTEN_POLL_SECONDS = 0.5
-
-
-async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Let tasks that watch `_stopping` end by themselves; cancel what is left."""
-    if not tasks:
-        return
-    _, running = await asyncio.wait(tasks, timeout=2 * _LISTEN_POLL_SECONDS + 1)
-    for task in running:
-        task.cancel()
-    if running:
-        _, stuck = await asyncio.wait(running, timeout=1.0)
-        for task in stuck:
-            logger.error("task %s did not stop", task.get_name())
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +87,9 @@ class VisitCounter:
         self.journal = Journal(settings.journal_dir, self.writer)
         self.stats = CounterStats()
         self.pending: dict[str, int] = {}
-        self._epochs: dict[str, int] = {}  # pages ever reset -> epoch this process knows
+        self._epochs: dict[str, int] = {}  # pages reset while it ran -> epoch it learned
+        # Per node: its reset count read before this process counted anything (None: not yet).
+        self._floors: dict[str, int | None] = dict.fromkeys(manager.names)
         self._outboxes = {name: NodeOutbox(name) for name in manager.names}
         # Flush number: a batch's seq is the flush that sealed it (see visit_log.py).
         self._swap = 0
@@ -102,45 +97,54 @@ class VisitCounter:
             VisitLog(settings.journal_dir, self.writer) if settings.journal_visits else None
         )
         self._visit_log_failed = False
+        self._unknown_tags_logged = False  # the open segment has a line tagged UNKNOWN_TAG
         # Per node: every increment from flushes up to this number is stored or journaled.
         self._covered: dict[str, int] = dict.fromkeys(manager.names, 0)
         self._refusing: set[str] = set()  # nodes whose visits cannot be kept right now
         self._acks: dict[str, int] = dict.fromkeys(manager.names, 0)  # batches stored, per node
         self._resets = 0
-        self._flush_wanted = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._drains: dict[str, asyncio.Task[None]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._flusher = PeriodicTask("flusher", self._flush_cycle, settings.batch_interval_seconds)
+        self._events = {
+            name: NodeEvents(name, manager.client(name), self._on_event, self._floor_reader(name))
+            for name in manager.names
+        }
         self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the journal, adopt dead processes' journals, start flusher and listeners."""
+        """Open the journal, subscribe to every node's events and read its floor, adopt
+        dead processes' journals and start the flusher.
+
+        Waits for the first subscription attempt of every node (bounded by the
+        node call budget), so visits are tagged with the floors from the start.
+        """
         self.journal.open()
         if self.visit_log is not None:
             self.visit_log.open(self._swap + 1)
+        for events in self._events.values():
+            events.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._manager.call_budget + 1):
+                await asyncio.gather(*(e.attempted.wait() for e in self._events.values()))
+        unknown = [name for name, floor in self._floors.items() if floor is None]
+        if unknown:
+            logger.warning("reset counts not read yet (nodes unreachable): %s", ", ".join(unknown))
         for batch, offset in self.journal.claim_orphans(self.ring.owner):
             outbox = self._outboxes.get(batch.node)
             if outbox is not None:
                 outbox.spilled.append(offset)
             else:
                 self._reroute(batch)
-        self._stopping.clear()
-        self._tasks = [asyncio.create_task(self._flush_forever(), name="flusher")]
-        self._tasks += [
-            asyncio.create_task(self._listen(name), name=f"events-{name}")
-            for name in self._manager.names
-        ]
+        self._flusher.start()
         if any(not outbox.empty for outbox in self._outboxes.values()):
-            self._flush_wanted.set()
+            self._flusher.wake()
 
     async def aclose(self) -> None:
         """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
-        self._stopping.set()
-        self._flush_wanted.set()  # wakes the flusher so it sees `_stopping`
-        await _stop_tasks(self._tasks)
-        self._tasks = []
+        await self._flusher.aclose()
+        await asyncio.gather(*(events.aclose() for events in self._events.values()))
         try:
             async with asyncio.timeout(self._settings.shutdown_flush_timeout_seconds):
                 await self.flush()
@@ -159,6 +163,25 @@ class VisitCounter:
             left_batches,
         )
 
+    async def abandon(self) -> None:
+        """Stop as `kill -9` would leave things: no flush, nothing more journaled, the
+        journal and visit-log files left on disk, unlocked, for the next start to claim.
+
+        For crash tests: only the background tasks are stopped first, so nothing of
+        this counter runs after the crash point.
+        """
+        await self._flusher.aclose()
+        await asyncio.gather(*(events.aclose() for events in self._events.values()))
+        await asyncio.gather(*self._drains.values(), return_exceptions=True)
+        if self.visit_log is not None:
+            self.visit_log.close(remove=False)
+        self.journal.close(keep=True)
+
+    @property
+    def closed(self) -> bool:
+        """After `aclose` or `abandon`."""
+        return not self.journal.is_open
+
     # -- the hot path ----------------------------------------------------------
 
     def record_visit(self, page_id: str) -> None:
@@ -176,14 +199,22 @@ class VisitCounter:
         pending[page_id] = pending.get(page_id, 0) + 1
         self.stats.visits_accepted += 1
         if len(pending) >= self._settings.batch_size_limit:
-            self._flush_wanted.set()
+            self._flusher.wake()
+
+    def _tag(self, page_id: str, node: str) -> int:
+        """The epoch that visits accepted now for `page_id` on `node` carry (see batch.py)."""
+        floor = self._floors[node]
+        return max(self._epochs.get(page_id, UNKNOWN_TAG), UNKNOWN_TAG if floor is None else floor)
 
     def _log_visit(self, page_id: str) -> None:
         assert self.visit_log is not None
         if self._visit_log_failed:
             raise VisitNotKeptError("the visit log cannot be written; retry later")
+        tag = self._tag(page_id, self.ring.owner(page_id))
+        if tag == UNKNOWN_TAG:
+            self._unknown_tags_logged = True
         try:
-            self.visit_log.append(page_id, self._epochs.get(page_id, 0))
+            self.visit_log.append(page_id, tag)
         except OSError as exc:
             logger.error("visit log write failed; refusing visits: %s", exc)
             raise VisitNotKeptError("the visit log cannot be written; retry later") from exc
@@ -246,6 +277,32 @@ class VisitCounter:
             page_id, self._epochs.get(page_id, 0), applied_seq, self.writer
         )
 
+    # -- floors ----------------------------------------------------------------
+
+    def _floor_reader(self, name: str) -> Callable[[], Awaitable[None]]:
+        async def read_floor() -> None:
+            await self._learn_floor(name)
+
+        return read_floor
+
+    async def _learn_floor(self, name: str) -> None:
+        """Read the node's reset count once (raises NodeUnavailableError)."""
+        if self._floors[name] is not None:
+            return
+        floor = await self._store.reset_count(name)
+        if self._floors[name] is not None:
+            return
+        self._floors[name] = floor
+        if self._unknown_tags_logged:
+            # Close the segment: its UNKNOWN_TAG lines resolve to this floor at replay,
+            # and a segment must never mix them with lines tagged with the floor itself.
+            self._unknown_tags_logged = False
+            self._distribute()
+
+    def floor(self, node: str) -> int | None:
+        """The node's reset count as read before this process counted (None: not yet read)."""
+        return self._floors[node]
+
     def _via(self, node: str) -> str:
         return f"redis_{self._manager.port(node)}"
 
@@ -257,22 +314,12 @@ class VisitCounter:
         drains = [self._start_drain(name) for name, box in self._outboxes.items() if not box.empty]
         await asyncio.gather(*drains)
 
-    async def _flush_forever(self) -> None:
-        interval = self._settings.batch_interval_seconds
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._flush_wanted.wait()
-            if self._stopping.is_set():
-                return  # aclose() runs the final flush
-            self._flush_wanted.clear()
-            try:
-                self._distribute()
-                for name, outbox in self._outboxes.items():
-                    if not outbox.empty:
-                        self._start_drain(name)
-            except Exception:
-                logger.exception("flush cycle failed; the increments stay queued")
+    async def _flush_cycle(self) -> None:
+        """One tick of the flusher: swap the buffer and start the drains (without waiting)."""
+        self._distribute()
+        for name, outbox in self._outboxes.items():
+            if not outbox.empty:
+                self._start_drain(name)
 
     def _distribute(self) -> None:
         """Swap the buffer out and queue its increments on their owners' outboxes.
@@ -358,8 +405,18 @@ class VisitCounter:
     async def _drain(self, name: str) -> None:
         """Send the node its batches, oldest first, until it is empty or fails."""
         outbox = self._outboxes[name]
+        try:
+            await self._learn_floor(name)  # tags must be known before a batch is sealed or sent
+        except NodeUnavailableError:
+            return
         seal = self._seal_for(name)
-        while (batch := outbox.next_batch(seal, self.journal.read)) is not None:
+        floor = self._floors[name]
+        assert floor is not None
+
+        def read_spilled(offset: int) -> Batch:
+            return self.journal.read(offset).with_floor(floor)
+
+        while (batch := outbox.next_batch(seal, read_spilled)) is not None:
             started = time.perf_counter()
             try:
                 result = await self._store.apply(batch)
@@ -401,7 +458,10 @@ class VisitCounter:
         """Learn from a node's reply: new stored counts, and epochs changed by resets."""
         self.stats.last_batch_write = datetime.now(UTC)
         if not result.applied:
+            # Applied by an earlier attempt whose reply was lost: its visits are stored
+            # (any a reset fenced off included; the reply that would say so is gone).
             self.stats.batches_duplicate += 1
+            self.stats.visits_stored += batch.visits
             for page_id in batch.increments:
                 self.cache.discard(page_id)
             return
@@ -409,20 +469,21 @@ class VisitCounter:
         self.stats.visits_stored += sum(batch.increments[page_id][0] for page_id in result.stored)
         for page_id, stored in result.stored.items():
             self.cache.raise_to(page_id, stored)
-        for page_id, epoch in result.epochs.items():
-            if epoch != self._epochs.get(page_id, 0):
+        for page_id, epoch in result.dropped.items():
+            # A reset this process had not heard of: what it holds for the page is older.
+            if epoch > self._epochs.get(page_id, 0):
                 self._apply_reset(page_id, epoch)
 
     def _seal_for(self, name: str) -> Callable[[dict[str, int]], Batch]:
         def seal(queued: dict[str, int]) -> Batch:
             # The current flush number. Unique per node: a node's queue is refilled only
             # by a flush, so it is sealed at most once per flush number.
-            epochs = self._epochs
+            tag = self._tag
             return Batch(
                 writer=self.writer,
                 seq=self._swap,
                 node=name,
-                increments={page: (count, epochs.get(page, 0)) for page, count in queued.items()},
+                increments={page: (count, tag(page, name)) for page, count in queued.items()},
             )
 
         return seal
@@ -440,7 +501,7 @@ class VisitCounter:
             self.pending[page_id] = self.pending.get(page_id, 0) + count
             if self.visit_log is not None:
                 for _ in range(count):
-                    self.visit_log.append(page_id, self._epochs.get(page_id, 0))
+                    self.visit_log.append(page_id, self._tag(page_id, self.ring.owner(page_id)))
         self.journal.acknowledge(batch)
 
     def _journal_everything(self) -> tuple[int, int, bool]:
@@ -478,44 +539,13 @@ class VisitCounter:
 
     # -- events from other workers ---------------------------------------------
 
-    async def _listen(self, name: str) -> None:
-        """Follow one node's events channel; reconnect after errors.
-
-        Stops when `_stopping` is set rather than by cancellation: a pub/sub
-        read cancelled mid-way can swallow the cancellation (seen with
-        redis-py 8.1) and leave the task hanging.
-        """
-        while not self._stopping.is_set():
-            pubsub = self._manager.client(name).pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                while not self._stopping.is_set():
-                    message = await pubsub.get_message(timeout=_LISTEN_POLL_SECONDS)
-                    if message is not None:
-                        self._on_event(message["data"])
-            except (RedisError, OSError) as exc:
-                logger.debug("events channel on %s: %s; resubscribing", name, exc)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_LISTEN_POLL_SECONDS):
-                    await self._stopping.wait()
-
-    def _on_event(self, data: bytes) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if event.get("type") == "reset":
-            page_id, epoch = str(event["page"]), int(event["epoch"])
-            if epoch > self._epochs.get(page_id, 0):
-                self._apply_reset(page_id, epoch)
-        elif event.get("type") == "stored" and event.get("writer") != self.writer:
-            values = event.get("values")
-            if isinstance(values, dict):  # cjson encodes an empty table as []
-                for page_id, stored in values.items():
-                    self.cache.raise_to(page_id, int(stored))
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ResetEvent):
+            if event.epoch > self._epochs.get(event.page_id, 0):
+                self._apply_reset(event.page_id, event.epoch)
+        elif event.writer != self.writer:
+            for page_id, stored in event.values.items():
+                self.cache.raise_to(page_id, stored)
 
     # -- reporting -------------------------------------------------------------
 

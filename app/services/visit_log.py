@@ -1,7 +1,7 @@
 """The per-visit log (JOURNAL_VISITS=true): every acknowledged visit is on disk first.
 
-Each visit appends one line (`<page>` or `<page> <epoch>` once the page has been
-reset) to the current segment with a single O_APPEND `write()`, before the 200
+Each visit appends one line (`<page>`, or `<page> <tag>` when its tag, see
+`batch.py`, is not 0) to the current segment with a single O_APPEND `write()`, before the 200
 goes out. There is no fsync: the line survives the process dying in any way
 (`kill -9` included), because it is in the kernel's page cache, but not a crash
 of the machine itself within the kernel's writeback delay (about 30 s by default).
@@ -82,7 +82,8 @@ def read_segment(path: Path) -> SegmentCounts:
             if not raw.endswith(b"\n"):
                 continue  # torn last line: its visit was never acknowledged
             page_id, _, epoch_text = raw.decode(errors="replace").strip().partition(" ")
-            epoch = int(epoch_text) if epoch_text.isdigit() else 0
+            # The tag: an epoch, or -1 (UNKNOWN_TAG) before the node's reset count was read.
+            epoch = int(epoch_text) if epoch_text.removeprefix("-").isdigit() else 0
             visits, known_epoch = counts.get(page_id, (0, epoch))
             if epoch > known_epoch:
                 visits, known_epoch = 0, epoch

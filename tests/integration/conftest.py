@@ -30,7 +30,7 @@ async def counter_factory() -> AsyncIterator[CounterFactory]:
 
     yield factory
     for counter, manager in reversed(running):
-        if counter.journal._fd is not None:  # not closed (or "crashed") by the test itself
+        if not counter.closed:  # not closed (or "crashed") by the test itself
             await counter.aclose()
         await manager.aclose()
 

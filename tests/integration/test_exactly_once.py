@@ -240,10 +240,7 @@ async def test_a_crash_during_replay_does_not_count_the_replayed_batch_twice(
     await replaying.flush()  # the node applies the replayed batch; the reply is lost
     assert stored(redis_nodes, "guide") == 9
     assert replaying.journal_batches() == 1, "not acknowledged, so still journaled"
-    # Crash: the process dies holding its journal (the kernel drops the lock).
-    assert replaying.journal._fd is not None
-    os.close(replaying.journal._fd)
-    replaying.journal._fd = None
+    await replaying.abandon()  # crash: the process dies holding its journal
 
     proxy.set_mode("pass")
     after_crash = await counter_factory(settings)

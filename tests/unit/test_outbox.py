@@ -290,8 +290,11 @@ def outbox_with(
         pytest.param(None, {"p": 3}, 0, 0, 3, id="queued-only"),
         pytest.param(make_batch(5, {"p": (4, 0)}), {}, 0, 0, 4, id="inflight-only"),
         pytest.param(make_batch(5, {"p": (4, 0)}), {"p": 3}, 0, 0, 7, id="inflight-and-queued"),
-        pytest.param(make_batch(5, {"p": (4, 1)}), {"p": 3}, 0, 0, 3, id="inflight-old-epoch"),
+        # A tag below the newest reset known here: that reset came after those visits.
+        pytest.param(make_batch(5, {"p": (4, 1)}), {"p": 3}, 2, 0, 3, id="inflight-old-tag"),
         pytest.param(make_batch(5, {"p": (4, 1)}), {"p": 3}, 1, 0, 7, id="inflight-same-epoch"),
+        # A tag above it (a floor: the node's reset count read at start, batch.py): kept.
+        pytest.param(make_batch(5, {"p": (4, 3)}), {"p": 3}, 1, 0, 7, id="inflight-floor-tag"),
         pytest.param(make_batch(5, {"p": (4, 0)}), {"p": 3}, 0, 4, 7, id="seq-above-applied"),
         pytest.param(make_batch(5, {"p": (4, 0)}), {"p": 3}, 0, 5, 3, id="seq-equals-applied"),
         pytest.param(make_batch(5, {"p": (4, 0)}), {"p": 3}, 0, 9, 3, id="seq-below-applied"),
