@@ -58,6 +58,10 @@ async def get_status(
             node_status=node_status,
             down_nodes=down,
             config_warnings=runtime.manager.config_warnings(),
+            replaced_nodes={
+                name: replaced.reason
+                for name, replaced in runtime.manager.identities.replaced.items()
+            },
         ),
         counter_status=CounterStatus(
             cache_size=len(runtime.counter.cache),

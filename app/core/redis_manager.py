@@ -61,6 +61,9 @@ class RedisManager:
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_connect_timeout,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
+                # A pooled connection the peer reset surfaces from uvloop as a RuntimeError
+                # ("the handler is closed"): drop that connection and retry on a new one.
+                retry_on_error=[RuntimeError],
                 health_check_interval=0,
                 driver_info=None,  # no CLIENT SETINFO: one round trip less per new connection
             )

@@ -67,6 +67,11 @@ class RedisStatus(BaseModel):
         description="Each node whose configuration can lose counts (a maxmemory-policy that "
         "evicts, neither AOF nor RDB on) or cannot be read, with the reasons.",
     )
+    replaced_nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each node believed to have lost its data (its identity changed, or it is "
+        "much newer than its peers), with the reason. Stays for the life of the process.",
+    )
 
 
 class CounterStatus(BaseModel):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from app.core.redis_manager import RedisManager
+from app.core.tasks import PeriodicTask
 from app.services.visit_counter import VisitCounter
 
 logger = logging.getLogger(__name__)
@@ -16,8 +15,7 @@ class MetricsLogger:
     def __init__(self, counter: VisitCounter, manager: RedisManager, interval: float) -> None:
         self._counter = counter
         self._manager = manager
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = PeriodicTask("metrics-log", self._log_step, interval)
 
     def summary(self) -> str:
         counter, stats = self._counter, self._counter.stats
@@ -31,16 +29,10 @@ class MetricsLogger:
         )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._log_forever(), name="metrics-log")
+        self._task.start()
 
-    async def _log_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            logger.info(self.summary())
+    async def _log_step(self) -> None:
+        logger.info(self.summary())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.aclose()

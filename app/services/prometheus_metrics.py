@@ -19,8 +19,6 @@ URL with any password redacted, `status` and `method` come from small sets.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from bisect import bisect_left
 
@@ -37,6 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.core.config import Settings
 from app.core.redis_manager import RedisManager
+from app.core.tasks import PeriodicTask
 from app.services.prometheus_dir import MultiprocessDirectory
 from app.services.visit_counter import VisitCounter
 
@@ -73,8 +72,9 @@ class PrometheusMetrics:
         self._manager = manager
         self._counter = counter
         self._directory = directory
-        self._interval = settings.batch_interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._task = PeriodicTask(
+            "prometheus-sync", self._sync_step, settings.batch_interval_seconds
+        )
         self.multiprocess = values.ValueClass is not values.MutexValue
         if not self.multiprocess:
             logger.warning(
@@ -160,6 +160,14 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.node_replaced = Gauge(
+            "node_replaced",
+            "1 once the node is believed to have lost its data (see /status replaced_nodes).",
+            ["node"],
+            multiprocess_mode="livemax",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.http_request_duration = Histogram(
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template and status code.",
@@ -230,9 +238,11 @@ class PrometheusMetrics:
         self.pending_visits.set(counter.pending_visits())
         self.journal_batches.set(counter.journal_batches())
         warnings = self._manager.config_warnings()
+        replaced = self._manager.identities.replaced
         for node, up in self._manager.node_status().items():
             self.node_up.labels(node=node).set(1 if up else 0)
             self.node_config_warnings.labels(node=node).set(len(warnings.get(node, ())))
+            self.node_replaced.labels(node=node).set(1 if node in replaced else 0)
 
     def _advance(self, metric: Counter, key: str, total: int) -> None:
         growth = total - self._seen.get(key, 0)
@@ -261,15 +271,10 @@ class PrometheusMetrics:
     def start(self) -> None:
         """Hear of every batch, and sync every BATCH_INTERVAL_SECONDS."""
         self._counter.batch_observer = self.observe_batch
-        self._task = asyncio.create_task(self._sync_forever(), name="prometheus-sync")
+        self._task.start()
 
-    async def _sync_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                self.sync()
-            except Exception:
-                logger.exception("updating the Prometheus metrics failed")
+    async def _sync_step(self) -> None:
+        self.sync()
 
     async def aclose(self) -> None:
         """Stop syncing, record the last counts, then give up the directory.
@@ -278,11 +283,7 @@ class PrometheusMetrics:
         """
         if self._counter.batch_observer == self.observe_batch:
             self._counter.batch_observer = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.aclose()
         try:
             self.sync()
         finally:

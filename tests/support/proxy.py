@@ -4,12 +4,17 @@
 the reply is dropped and the client's connection closed: the "applied, reply
 lost" case. Other commands (connection handshake, PING) pass untouched.
 `refuse`: new connections are closed at once and open ones cut, like a dead node.
+`latency`: seconds every reply chunk waits before it is passed on (a slow node).
+`reset_all()`: every open connection is aborted with a TCP reset (RST), in both
+directions, as a restarted firewall or load balancer does to idle connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from typing import Literal
 
 Mode = Literal["pass", "lose_replies", "refuse"]
@@ -21,6 +26,7 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.port = 0
         self.replies_lost = 0
+        self.latency = 0.0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -37,6 +43,16 @@ class FaultProxy:
         if mode != "pass":
             for writer in list(self._writers):
                 writer.close()
+
+    def reset_all(self) -> int:
+        """Abort every open connection with RST (SO_LINGER 0); return how many."""
+        writers = list(self._writers)
+        for writer in writers:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        return len(writers)
 
     async def aclose(self) -> None:
         if self._server is not None:
@@ -80,6 +96,8 @@ class FaultProxy:
                     self.replies_lost += 1
                     writer.close()
                     return
+                if replies and self.latency:
+                    await asyncio.sleep(self.latency)
                 writer.write(data)
                 await writer.drain()
         writer.close()
