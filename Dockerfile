@@ -24,7 +24,9 @@ RUN groupadd --system --gid 10001 app \
 COPY app/ ./app/
 
 # The journal and any other on-disk state live here. Docker seeds an empty named
-# volume from the image, so the volume inherits the app user's ownership.
+# volume from the image, so the volume inherits the app user's ownership. The
+# Prometheus files do not: they go to /dev/shm (PROMETHEUS_DIR unset), which a
+# full volume cannot reach.
 VOLUME ["/data"]
 
 USER app

@@ -51,6 +51,8 @@ def service_env(nodes: NodeSet, data_dir: Path, batch_interval_s: float) -> dict
         "JOURNAL_VISITS": "false",
         "REDIS_NODES": nodes.urls,
         "DATA_DIR": str(data_dir),
+        # In the temporary root, removed afterwards; the default (/dev/shm) would outlive it.
+        "PROMETHEUS_DIR": str(data_dir / "prometheus"),
         "API_PREFIX": API,
         "BATCH_INTERVAL_SECONDS": str(batch_interval_s),
         "BATCH_SIZE_LIMIT": "1000",

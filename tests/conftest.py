@@ -85,6 +85,7 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
         values: dict[str, Any] = {
             "redis_nodes": node_urls(nodes),
             "data_dir": tmp_path / "data",
+            "prometheus_dir": tmp_path / "prometheus",  # not /dev/shm
             "batch_interval_seconds": 0.2,
             "health_check_interval_seconds": 0.2,
             "redis_timeout": 1.0,
@@ -118,13 +119,21 @@ def service_env(
 
 @pytest.fixture
 def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
-    """Start services on the given nodes (data under this test's tmp dir); kill leftovers."""
+    """Start services on the given nodes; kill leftovers.
+
+    Data goes under this test's tmp dir unless `data_dir` says where; the Prometheus
+    files go to `<tmp dir>/prometheus` (not /dev/shm) unless `prometheus_dir` does.
+    """
     started: list[ServiceProcess] = []
 
     def factory(
-        nodes: list[RedisNodeProcess], workers: int = 1, **overrides: object
+        nodes: list[RedisNodeProcess],
+        workers: int = 1,
+        data_dir: Path | None = None,
+        **overrides: object,
     ) -> ServiceProcess:
-        env = service_env(nodes, tmp_path / "data", **overrides)
+        overrides = {"prometheus_dir": tmp_path / "prometheus", **overrides}
+        env = service_env(nodes, data_dir or tmp_path / "data", **overrides)
         service = ServiceProcess(env, tmp_path / f"service-{len(started)}.log", workers=workers)
         service.start()
         started.append(service)

@@ -14,6 +14,7 @@ from app.schemas.counter import (
     ErrorBody,
     HealthState,
     Liveness,
+    MetricsStatus,
     Readiness,
     RedisStatus,
     ServiceStatus,
@@ -48,6 +49,12 @@ async def get_status(
         for name, health in runtime.manager.health().items()
         if not node_status[name]
     }
+    prometheus = runtime.prometheus
+    metrics_status = (
+        None
+        if prometheus is None
+        else MetricsStatus(directory=str(prometheus.directory), error=prometheus.failure)
+    )
     return ServiceStatus(
         status=overall_health(node_status),
         uptime=str(datetime.now(UTC) - runtime.started_at),
@@ -67,6 +74,7 @@ async def get_status(
             cache_size=len(runtime.counter.cache),
             write_buffer_size=runtime.counter.write_buffer_size(),
         ),
+        metrics_status=metrics_status,
         version=__version__,
         debug_mode=runtime.settings.debug,
     )

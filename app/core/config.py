@@ -92,6 +92,11 @@ class Settings(BaseSettings):
 
     # Monitoring
     enable_metrics: bool = True
+    prometheus_dir: Path | None = Field(
+        default=None,
+        description="Directory of the workers' Prometheus files; unset: a directory on /dev/shm "
+        "named after DATA_DIR, or DATA_DIR/prometheus without /dev/shm.",
+    )
     metrics_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
     log_format: Literal["plain", "json"] = Field(
         default="plain", description="plain text lines, or one JSON object per line."
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with '/' and not end with '/'")
         return prefix
 
+    @field_validator("prometheus_dir", mode="before")
+    @classmethod
+    def _empty_prometheus_dir_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower_log_format(cls, value: object) -> object:
@@ -165,11 +175,6 @@ class Settings(BaseSettings):
     @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
-
-    @property
-    def prometheus_dir(self) -> Path:
-        """Where every worker's Prometheus values live (prometheus_client multiprocess mode)."""
-        return self.data_dir / "prometheus"
 
 
 def redact_url(url: str) -> str:

@@ -84,3 +84,10 @@ class RateLimitedError(CounterError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class MetricsUnavailableError(CounterError):
+    """This worker's Prometheus files could not be allocated (full disk): its metrics are off."""
+
+    status_code = 503
+    code = "metrics_unavailable"

@@ -79,12 +79,23 @@ class CounterStatus(BaseModel):
     write_buffer_size: int
 
 
+class MetricsStatus(BaseModel):
+    directory: str = Field(description="Where the workers keep their Prometheus files.")
+    error: str | None = Field(
+        description="Why metrics are off in this worker (its files could not be allocated); "
+        "null while they work."
+    )
+
+
 class ServiceStatus(BaseModel):
     status: HealthState
     uptime: str = Field(examples=["1:23:45.678901"])
     total_requests: int
     redis_status: RedisStatus
     counter_status: CounterStatus
+    metrics_status: MetricsStatus | None = Field(
+        description="This worker's Prometheus metrics; null when ENABLE_METRICS is false."
+    )
     version: str
     debug_mode: bool
 

@@ -15,12 +15,20 @@ single-process mode). Batches pay one counter increment and one observe each.
 
 Labels never hold a page id: `route` is the route template, `node` the node's
 URL with any password redacted, `status` and `method` come from small sets.
+
+When the files cannot be set up or grown (a full filesystem: prometheus_files.py
+turns that into an OSError), metrics turn off in this worker for the rest of its
+life, and nothing else changes: one ERROR line, `failure` says why (`/status`),
+its `/metrics` answers 503, its live gauges are dropped (they would stand still),
+its counters stay in the totals as they were, and `metrics_failures` (created
+first, so already allocated) tells the other workers' scrapes.
 """
 
 from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +42,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.core.config import Settings
+from app.core.errors import MetricsUnavailableError
 from app.core.redis_manager import RedisManager
 from app.core.tasks import PeriodicTask
 from app.services.prometheus_dir import MultiprocessDirectory
@@ -68,21 +77,46 @@ class PrometheusMetrics:
         manager: RedisManager,
         counter: VisitCounter,
         directory: MultiprocessDirectory,
+        failure: OSError | None = None,
     ) -> None:
+        """`failure`: the directory could not be set up; metrics start off."""
         self._manager = manager
         self._counter = counter
         self._directory = directory
         self._task = PeriodicTask(
             "prometheus-sync", self._sync_step, settings.batch_interval_seconds
         )
+        self.failure: str | None = None  # why metrics are off in this worker
+        self.registry = CollectorRegistry()
+        self.metrics_failures: Counter | None = None
+        self._http_local: dict[tuple[str, str, int], _LocalHistogram] = {}
+        self._seen: dict[str, int] = {}
         self.multiprocess = values.ValueClass is not values.MutexValue
+        if failure is not None:
+            self._turn_off(failure)
+            return
         if not self.multiprocess:
             logger.warning(
                 "prometheus_client was imported before %s was set: /metrics shows this "
                 "process only",
                 "PROMETHEUS_MULTIPROC_DIR",
             )
-        self.registry = registry = CollectorRegistry()
+        try:
+            self._create(manager.names)
+            self._sync()
+        except OSError as exc:
+            self._turn_off(exc)
+
+    def _create(self, nodes: list[str]) -> None:
+        """Every metric, and every child whose labels are known now (each writes its file)."""
+        registry = self.registry
+        self.metrics_failures = Counter(
+            "metrics_failures",
+            "Workers whose metrics turned off because a metrics file could not be allocated "
+            "(full filesystem); their own /metrics answers 503.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.visits_accepted = Counter(
             "visits_accepted",
             "Visits answered 2xx, each to be stored exactly once.",
@@ -179,15 +213,23 @@ class PrometheusMetrics:
         # Every node and outcome starts at 0, so a series exists before its first event.
         self._batch_children = {
             (node, outcome): self.flush_batches.labels(node=node, outcome=outcome)
-            for node in manager.names
+            for node in nodes
             for outcome in BATCH_OUTCOMES
         }
-        self._duration_children = {
-            node: self.flush_duration.labels(node=node) for node in manager.names
-        }
-        self._http_local: dict[tuple[str, str, int], _LocalHistogram] = {}
-        self._seen: dict[str, int] = {}
-        self.sync()
+        self._duration_children = {node: self.flush_duration.labels(node=node) for node in nodes}
+
+    def _turn_off(self, exc: OSError) -> None:
+        """Metrics off in this worker for good (see the module docstring)."""
+        self.failure = f"cannot write the metrics files in {self._directory.path}: {exc}"
+        logger.error(
+            "Prometheus metrics are off in this worker until it restarts: %s", self.failure
+        )
+        try:
+            if self.metrics_failures is not None:
+                self.metrics_failures.inc()  # its value exists: no new block needed
+            self._directory.forget_own_gauges()
+        except OSError:
+            logger.exception("could not report the metrics failure in the metrics files")
 
     # -- recording ---------------------------------------------------------------
 
@@ -198,6 +240,8 @@ class PrometheusMetrics:
         the pid and writes an mmap'd file, which cost the visit route about a fifth
         of its throughput. `sync()` folds the local counts into the histogram.
         """
+        if self.failure is not None:
+            return
         key = (method, route, status)
         local = self._http_local.get(key)
         if local is None:
@@ -223,11 +267,24 @@ class PrometheusMetrics:
 
     def observe_batch(self, node: str, outcome: str, seconds: float) -> None:
         """One batch sent to `node` (the engine's `batch_observer`)."""
-        self._batch_children[(node, outcome)].inc()
-        self._duration_children[node].observe(seconds)
+        if self.failure is not None:
+            return
+        try:
+            self._batch_children[(node, outcome)].inc()
+            self._duration_children[node].observe(seconds)
+        except OSError as exc:
+            self._turn_off(exc)
 
     def sync(self) -> None:
         """Bring counters and gauges up to the engine's state. Runs on the event loop only."""
+        if self.failure is not None:
+            return
+        try:
+            self._sync()
+        except OSError as exc:
+            self._turn_off(exc)
+
+    def _sync(self) -> None:
         counter, stats, cache = self._counter, self._counter.stats, self._counter.cache
         self._fold_requests()
         self._advance(self.visits_accepted, "visits_accepted", stats.visits_accepted)
@@ -253,12 +310,21 @@ class PrometheusMetrics:
     # -- exposition --------------------------------------------------------------
 
     @property
+    def directory(self) -> Path:
+        return self._directory.path
+
+    @property
     def content_type(self) -> str:
         return CONTENT_TYPE_LATEST
 
     def render(self) -> bytes:
-        """The text exposition: every worker's values merged (multiprocess mode)."""
+        """The text exposition: every worker's values merged (multiprocess mode).
+
+        Raises MetricsUnavailableError while metrics are off in this worker.
+        """
         self.sync()
+        if self.failure is not None:
+            raise MetricsUnavailableError(f"metrics are off in this worker: {self.failure}")
         if not self.multiprocess:
             return generate_latest(self.registry)
         self._directory.scrub()

@@ -59,7 +59,7 @@ async def test_metrics_add_up_both_workers_exactly_and_restart_from_zero(
         assert samples.value("visit_counter_pending_visits") == 0
         posts = samples.sum("visit_counter_http_request_duration_seconds_count", method="POST")
         assert posts == total
-    per_worker = accepted_per_process(tmp_path / "data" / "prometheus")
+    per_worker = accepted_per_process(tmp_path / "prometheus")
     assert len(per_worker) == WORKERS
     assert all(count > 0 for count in per_worker), per_worker  # both took visits
     assert sum(per_worker) == total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from app.core.config import EMBEDDED_PORTS, Settings
 from app.core.embedded_nodes import free_port
+from app.services.prometheus_dir import directory_for
 from tests.support.service import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -46,6 +48,10 @@ def test_serve_starts_the_embedded_nodes_counts_and_stops_everything(tmp_path: P
         pytest.skip("the embedded ports 7070-7072 are in use on this machine")
     env = {key: value for key, value in os.environ.items() if key.upper() not in SETTING_KEYS}
     env.update({"DATA_DIR": str(tmp_path / "data"), "BATCH_INTERVAL_SECONDS": "0.2"})
+    # The default place of the Prometheus files (on /dev/shm where there is one).
+    metrics_dir = directory_for(
+        Settings(_env_file=None, data_dir=tmp_path / "data", prometheus_dir=None)
+    ).path
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
@@ -67,12 +73,14 @@ def test_serve_starts_the_embedded_nodes_counts_and_stops_everything(tmp_path: P
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+        assert list(metrics_dir.glob("counter_*.db"))
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     assert not any(port_answers(node_port) for node_port in EMBEDDED_PORTS), "nodes stopped"
     assert sorted(p.name for p in (tmp_path / "data" / "nodes").iterdir()) == [
         str(node_port) for node_port in EMBEDDED_PORTS

@@ -31,7 +31,11 @@ from app.main import create_app
 nodes, root = sys.argv[1], sys.argv[2]
 for run in range(3):
     settings = Settings(
-        _env_file=None, redis_nodes=nodes, data_dir=f"{root}/run-{run}", batch_interval_seconds=60
+        _env_file=None,
+        redis_nodes=nodes,
+        data_dir=f"{root}/run-{run}",
+        prometheus_dir=f"{root}/run-{run}/prometheus",
+        batch_interval_seconds=60,
     )
     with TestClient(create_app(settings)) as client:
         for _ in range(run + 1):

@@ -59,6 +59,12 @@ class ServiceProcess:
         self.kill()
         raise RuntimeError(f"service did not answer within {timeout}s:\n{self.log()}")
 
+    @property
+    def exit_code(self) -> int | None:
+        """None while the server runs; else how it ended (negative: killed by that signal)."""
+        assert self._process is not None
+        return self._process.poll()
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as an orchestrator stops it; return the exit code."""
         assert self._process is not None

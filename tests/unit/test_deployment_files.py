@@ -238,6 +238,13 @@ def test_app_data_dir_is_a_named_volume(compose: dict[str, Any], services: dict[
     assert source in (compose.get("volumes") or {}), "the journal must outlive the container"
 
 
+def test_app_prometheus_files_are_off_the_data_volume(app_environment: dict[str, str]) -> None:
+    """Unset, PROMETHEUS_DIR means /dev/shm: a full /data cannot stop metrics or the process."""
+    match = INTERPOLATION.match(app_environment.get("PROMETHEUS_DIR", ""))
+    assert match, "PROMETHEUS_DIR should be passed through as ${PROMETHEUS_DIR:-}"
+    assert match["default"] == ""
+
+
 def test_app_healthcheck_gets_readiness(services: dict[str, Any]) -> None:
     check = healthcheck_text(services["app"])
     assert "http://127.0.0.1:8000/health/ready" in check

@@ -134,6 +134,23 @@ def test_environment_wins_over_env_file(isolated: Path, monkeypatch: pytest.Monk
     assert settings.cache_capacity == 9
 
 
+# --- PROMETHEUS_DIR ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [None, "", "   "])
+def test_unset_or_empty_prometheus_dir_leaves_the_place_to_the_service(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None
+) -> None:
+    if raw is not None:
+        monkeypatch.setenv("PROMETHEUS_DIR", raw)
+    assert load_settings().prometheus_dir is None
+
+
+def test_prometheus_dir_is_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_DIR", "/run/visit-counter/metrics")
+    assert load_settings().prometheus_dir == Path("/run/visit-counter/metrics")
+
+
 # --- REDIS_NODES parsing ----------------------------------------------------------------------
 
 
