@@ -34,6 +34,7 @@ from app.services.cache import StoredCountCache
 from app.services.journal import Journal, JournalError
 from app.services.node_store import ApplyResult, NodeStore
 from app.services.outbox import NodeOutbox
+from app.services.quarantine import QuarantinedFile, quarantined
 from app.services.visit_log import VisitLog
 
 logger = logging.getLogger(__name__)
@@ -530,6 +531,14 @@ class VisitCounter:
 
     def journal_batches(self) -> int:
         return self.journal.outstanding
+
+    def journal_damage(self) -> list[QuarantinedFile]:
+        """Damaged journal files in the quarantine, whichever worker found them.
+
+        Read from the quarantine directory on each call (a listing and a small
+        report per incident), so an operator's removal shows at once.
+        """
+        return quarantined(self.journal.directory)
 
     def can_journal(self) -> bool:
         """Whether the on-disk journal (and the visit log, when on) can take writes now.
