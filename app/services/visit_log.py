@@ -69,10 +69,25 @@ class VisitLog:
         self._fd, self._segment = fd, segment
 
     def append(self, page_id: str, epoch: int) -> None:
-        """One visit, one write(); raises OSError if the kernel does not take it."""
+        """One visit, one write(); raises OSError if the kernel does not take all of it."""
         assert self._fd is not None, "visit log is not open"
-        line = f"{page_id} {epoch}\n" if epoch else f"{page_id}\n"
-        os.write(self._fd, line.encode())
+        data = (f"{page_id} {epoch}\n" if epoch else f"{page_id}\n").encode()
+        written = os.write(self._fd, data)
+        if written != len(data):
+            self._cut(written)
+
+    def _cut(self, written: int) -> None:
+        """Remove the part of a line a short write (disk full) left, then refuse the visit.
+
+        Left in place, the next visit's line would continue it: "hom" + "blog\n"
+        reads back as a visit to page "homblog".
+        """
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+        except OSError:
+            logger.exception("visit log %s: could not cut a partial line", self.path(self._segment))
+        raise OSError(f"short write to the visit log ({written} bytes)")
 
     def delete_through(self, segment: int) -> None:
         """Remove segments up to and including `segment` (all stored or journaled)."""

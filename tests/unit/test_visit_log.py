@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.services.visit_log import SegmentCounts, SegmentRead, VisitLog, read_segment, segments_of
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -184,6 +189,48 @@ def test_a_torn_tail_no_visit_line_starts_with_is_damage(directory: Path) -> Non
         assert [(line.offset, line.length, line.torn) for line in read.damage] == [
             (5, len(tail), True)
         ], tail
+
+
+SHORT_VISIT_WRITE = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pathlib import Path
+    from app.services.visit_log import VisitLog
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = VisitLog(Path(sys.argv[1]), "w1")
+    log.open(1)
+    log.append("first", 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # The disk fills up mid-line: the kernel takes only the first 3 bytes.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (log.path(1).stat().st_size + 3, hard))
+    try:
+        log.append("second", 0)
+    except OSError as exc:
+        print("refused:", exc)
+    else:
+        print("acknowledged")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    log.append("third", 0)
+    log.close(remove=False)
+    """
+)
+
+
+def test_a_short_write_refuses_the_visit_and_leaves_no_partial_line(directory: Path) -> None:
+    # Left in place, "sec" would run into the next line and count a visit to "secthird".
+    child = subprocess.run(
+        [sys.executable, "-c", SHORT_VISIT_WRITE, str(directory)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("refused: short write"), child.stdout
+
+    assert (directory / "w1.visits.1").read_text() == "first\nthird\n"
 
 
 def test_what_the_log_writes_reads_back_as_counts(log: VisitLog) -> None:
