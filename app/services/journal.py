@@ -218,7 +218,7 @@ class Journal:
             if incident is not None:
                 kept = f"moved to {incident / damage.name}"
             else:
-                kept = f"left in place, as it cannot be moved to the quarantine ({stuck})"
+                kept = f"could not move it to the quarantine ({stuck}): left for the next start"
             logger.error(
                 "journal damage: %s (writer %s) has %d unreadable lines, %d bytes, at %s; "
                 "could not read %s; %s; the %d intact batches (%d visits) in its files "

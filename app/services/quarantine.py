@@ -29,6 +29,7 @@ from typing import Literal
 
 QUARANTINE_DIR = "quarantine"
 REPORT_NAME = "damage.json"
+REPORT_LINES = 1000  # damaged lines listed one by one per file; the totals count them all
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 _INCIDENT = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-(.+)")
 
@@ -97,8 +98,6 @@ def quarantine(
     incident.mkdir()
     for path, damage in damaged:
         os.rename(path, incident / damage.name)
-    _fsync_directory(incident)
-    _fsync_directory(journal_dir)
     report = {
         "writer": writer,
         "claimed_by": claimed_by,
@@ -112,19 +111,21 @@ def quarantine(
                 "size": damage.size,
                 "damaged_lines": len(damage.lines),
                 "damaged_bytes": damage.damaged_bytes,
-                "lines": [asdict(line) for line in damage.lines],
+                "lines": [asdict(line) for line in damage.lines[:REPORT_LINES]],
             }
             for _, damage in damaged
         ],
     }
     temporary = incident / f".{REPORT_NAME}.tmp"
     try:
+        _fsync_directory(incident)
+        _fsync_directory(journal_dir)
         with temporary.open("w") as handle:
             json.dump(report, handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(temporary, incident / REPORT_NAME)
-    except OSError as exc:  # the files are safe; only the details are missing
+    except OSError as exc:  # the files are moved; only the details may be missing
         logger.error("quarantine %s: could not write %s: %s", incident, REPORT_NAME, exc)
     return incident
 

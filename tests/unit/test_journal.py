@@ -755,7 +755,7 @@ def test_a_file_that_cannot_be_quarantined_is_left_in_place_never_deleted(
 
     assert path.read_bytes() == damaged
     (error,) = damage_errors(caplog)
-    assert "left in place" in error
+    assert "left for the next start" in error
     heir.close()
     (directory / "quarantine").unlink()
 
