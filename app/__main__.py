@@ -4,9 +4,11 @@
   ring owner   which node holds a page
   ring stats   pages per node for a sample of page ids, and the imbalance
   nodes        PING every configured node; exit 1 if any is down
+  journal quarantine   list damaged journal files kept in DATA_DIR/journal/quarantine,
+               or clear one incident (--clear NAME); exit 1 if any is listed
   load         a bounded loopback load test that checks the counts (app/cli/load.py)
 
-`ring` and `nodes` read the same settings as the service (environment and
+`ring`, `nodes` and `journal` read the same settings as the service (environment and
 `.env`: REDIS_NODES, VIRTUAL_NODES, REDIS_PASSWORD, ...), so they describe the
 placement and the nodes the service uses.
 
@@ -36,6 +38,7 @@ from app.core.http_limits import PROTOCOL_PATH
 from app.core.logging import configure_logging
 from app.core.page_id import validate_page_id
 from app.core.redis_manager import RedisManager
+from app.services.quarantine import clear, quarantined
 
 logger = logging.getLogger("app.cli")
 
@@ -123,6 +126,29 @@ def nodes(args: argparse.Namespace) -> int:
     return 1 if down else 0
 
 
+def journal_quarantine(args: argparse.Namespace) -> int:
+    journal_dir = load_settings().journal_dir
+    if args.clear is not None:
+        try:
+            removed = clear(journal_dir, args.clear)
+        except ValueError as exc:
+            print(f"visit-counter: {exc}", file=sys.stderr)
+            return 2
+        print(f"removed {removed}")
+        return 0
+    files = quarantined(journal_dir)
+    for item in files:
+        unreadable = "report missing" if item.lines is None else f"{item.lines} lines"
+        if item.bytes is not None:
+            unreadable += f", {item.bytes} bytes"
+        print(
+            f"{item.found_at:%Y-%m-%d %H:%M:%S}Z  [{item.incident}]  {item.kind:<9}  "
+            f"{unreadable} unreadable  {item.path}"
+        )
+    print(f"{len(files)} damaged files in {journal_dir / 'quarantine'}")
+    return 1 if files else 0
+
+
 def load(args: argparse.Namespace) -> int:
     try:
         from app.cli.load import run
@@ -201,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
         "nodes", help="PING every configured node; exit status 1 if any is down"
     )
     nodes_parser.set_defaults(handler=nodes)
+
+    journal_parser = commands.add_parser("journal", help="the on-disk journal (DATA_DIR/journal)")
+    journal_commands = journal_parser.add_subparsers(dest="journal_command", required=True)
+    quarantine_parser = journal_commands.add_parser(
+        "quarantine",
+        help="list damaged journal files kept in the quarantine; exit status 1 if any",
+        description="List the journal and visit-log files a claim found damaged and moved to "
+        "DATA_DIR/journal/quarantine/<incident>/ (damage.json there says which bytes could "
+        "not be read). /status reports them until they are cleared: --clear, or remove or "
+        "move the incident directory.",
+    )
+    quarantine_parser.add_argument(
+        "--clear",
+        metavar="INCIDENT",
+        help="delete one incident directory (its name is shown in brackets in the list)",
+    )
+    quarantine_parser.set_defaults(handler=journal_quarantine)
 
     load_parser = commands.add_parser(
         "load",

@@ -13,6 +13,7 @@ from app.schemas.counter import (
     CounterStatus,
     ErrorBody,
     HealthState,
+    JournalDamage,
     Liveness,
     MetricsStatus,
     Readiness,
@@ -36,7 +37,7 @@ def overall_health(node_status: dict[str, bool]) -> HealthState:
 async def get_status(
     runtime: RuntimeDep, admin: AdminAccessDep
 ) -> ServiceStatus | ServiceStatusSummary:
-    """Service status: uptime, request count, node health and buffer sizes.
+    """Service status: uptime, request count, node health, buffer sizes, journal damage.
 
     With ADMIN_TOKEN set, a request without `Authorization: Bearer <token>` gets
     the status word alone, so health probes need no token and learn nothing more.
@@ -75,6 +76,18 @@ async def get_status(
             write_buffer_size=runtime.counter.write_buffer_size(),
         ),
         metrics_status=metrics_status,
+        journal_damage=[
+            JournalDamage(
+                file=str(item.path.relative_to(runtime.settings.data_dir)),
+                incident=item.incident,
+                writer=item.writer,
+                kind=item.kind,
+                lines=item.lines,
+                bytes=item.bytes,
+                found_at=item.found_at,
+            )
+            for item in runtime.counter.journal_damage()
+        ],
         version=__version__,
         debug_mode=runtime.settings.debug,
     )

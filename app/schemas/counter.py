@@ -45,6 +45,11 @@ class CounterMetricValues(BaseModel):
     batches_failed: int
     batches_duplicate: int = Field(description="Retried batches the node had applied already.")
     journal_batches: int = Field(description="Batches waiting in the on-disk journal.")
+    journal_damaged_records: int = Field(
+        description="Unreadable lines this worker found in dead workers' journal and visit-log "
+        "files since it started (the files are quarantined; see /status).",
+    )
+    journal_damaged_bytes: int = Field(description="Bytes of those lines.")
 
 
 HealthState = Literal["healthy", "degraded", "unhealthy"]
@@ -87,6 +92,24 @@ class MetricsStatus(BaseModel):
     )
 
 
+class JournalDamage(BaseModel):
+    """A quarantined journal or visit-log file: listed until an operator removes it."""
+
+    file: str = Field(
+        examples=["journal/quarantine/20261123T135911.120664Z-host-41-9f2c/host-41-9f2c.jsonl"],
+        description="Where the file is now, relative to DATA_DIR.",
+    )
+    incident: str = Field(
+        description="Its quarantine directory; `python -m app journal quarantine --clear "
+        "<incident>` (or removing the directory) clears it."
+    )
+    writer: str = Field(description="The dead worker whose file it was.")
+    kind: Literal["journal", "visit_log"]
+    lines: int | None = Field(description="Unreadable lines (null: the report is missing).")
+    bytes: int | None = Field(description="Unreadable bytes (null: the report is missing).")
+    found_at: datetime
+
+
 class ServiceStatus(BaseModel):
     status: HealthState
     uptime: str = Field(examples=["1:23:45.678901"])
@@ -95,6 +118,11 @@ class ServiceStatus(BaseModel):
     counter_status: CounterStatus
     metrics_status: MetricsStatus | None = Field(
         description="This worker's Prometheus metrics; null when ENABLE_METRICS is false."
+    )
+    journal_damage: list[JournalDamage] = Field(
+        default_factory=list,
+        description="Damaged journal files kept in the quarantine (any worker's), until an "
+        "operator clears them. Does not change `status`, which is about the nodes.",
     )
     version: str
     debug_mode: bool

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PAGE_KEY_PREFIX = "visits:"
 APPLIED_KEY = "vc:batches"
@@ -80,7 +81,11 @@ class Batch:
 
     @classmethod
     def from_json(cls, line: str) -> Batch:
-        record = json.loads(line)
+        return cls.from_record(json.loads(line))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Batch:
+        """A batch from the parsed JSON of `to_json`; KeyError, TypeError or ValueError if not."""
         return cls(
             writer=str(record["writer"]),
             seq=int(record["seq"]),

@@ -6,10 +6,24 @@ process holds an exclusive `flock` on it for its whole life; the kernel drops
 that lock when the process dies, however it dies, which is how a starting
 process tells a dead writer's file (claimable) from a live one's (not).
 
-Records are JSON lines: a batch (see `Batch.to_json`), or an acknowledgement
-`{"ack": [writer, seq, node]}` once that batch is stored. A batch keeps its
-original writer and seq through any number of restarts, so replaying it is
-idempotent (a node that already applied it adds nothing).
+Records are lines `<crc32> <json>` (see `journal_format.py`; lines of bare JSON
+from the previous release are still read): a batch (see `Batch.to_json`), or an
+acknowledgement `{"ack": [writer, seq, node]}` once that batch is stored. A
+batch keeps its original writer and seq through any number of restarts, so
+replaying it is idempotent (a node that already applied it adds nothing).
+
+Damage. A claim replays every record it can read, and any line it cannot read
+(bad checksum, not JSON, not a record), anywhere in the file, is damage: the
+file is moved to the quarantine (`quarantine.py`), never deleted, with an ERROR
+naming its unreadable bytes and what they seem to have held. That includes a
+torn last line. A write cut short by its writer's death is harmless in itself:
+`append` returns only after fsync, and until it returns the batch is still in
+the writer's memory (and, with JOURNAL_VISITS, in its visit-log segments, which
+are deleted only after the append returned and which the claim replays). But a
+record that was complete, acknowledged and later cut (the file copied short, a
+damaged disk) looks exactly the same, and its visits exist nowhere else; so a
+torn last line is reported as damage too, marked "torn" so that an operator who
+knows the writer was killed mid-write can tell which case it was.
 """
 
 from __future__ import annotations
@@ -19,10 +33,19 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.services.batch import Batch
-from app.services.visit_log import read_segment, segments_of
+from app.services.journal_format import (
+    DamagedRecordError,
+    describe_damaged,
+    encode_record,
+    record_text,
+    split_damaged,
+)
+from app.services.quarantine import DamagedLine, FileDamage, quarantine
+from app.services.visit_log import SegmentCounts, read_segment, segments_of
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +66,7 @@ class Journal:
         self._fd: int | None = None
         self._outstanding: dict[BatchKey, int] = {}  # batch -> offset of its record
         self._last_write_failed = False
+        self.damage_found: list[FileDamage] = []  # in dead writers' files this process claimed
 
     @property
     def outstanding(self) -> int:
@@ -52,6 +76,15 @@ class Journal:
     @property
     def is_open(self) -> bool:
         return self._fd is not None
+
+    @property
+    def damaged_records(self) -> int:
+        """Unreadable lines found in claimed files since this process started."""
+        return sum(len(damage.lines) for damage in self.damage_found)
+
+    @property
+    def damaged_bytes(self) -> int:
+        return sum(damage.damaged_bytes for damage in self.damage_found)
 
     @property
     def writable(self) -> bool:
@@ -79,10 +112,15 @@ class Journal:
         return offset
 
     def read(self, offset: int) -> Batch:
+        """The batch this process appended at `offset`; JournalError if it reads back damaged."""
         fd = self._require_open()
         with os.fdopen(os.dup(fd), "rb") as handle:
             handle.seek(offset)
-            return Batch.from_json(handle.readline().decode())
+            raw = handle.readline()
+        try:
+            return Batch.from_json(record_text(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalError(f"journal {self.path}: record at byte {offset} is damaged") from exc
 
     def acknowledge(self, batch: Batch) -> None:
         """Record that `batch` is stored; empty the file once nothing is outstanding."""
@@ -107,6 +145,8 @@ class Journal:
         already covers it. Each orphan file is locked, copied (fsync) and only
         then removed, so a crash at any point leaves every batch in at least one
         file, and replaying a batch twice is harmless (same writer and seq).
+        A file with unreadable lines is moved to the quarantine instead of being
+        removed, after its readable batches were copied (see the module docstring).
         Returns each claimed batch with its offset in this process's file.
         """
         claimed: list[tuple[Batch, int]] = []
@@ -124,26 +164,80 @@ class Journal:
                     continue  # its writer is alive
                 if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue
-                writer = path.name.removesuffix(".jsonl")
-                batches, covered = _unacknowledged(path, writer)
-                segments = list(segments_of(self.directory, writer))
-                for number, segment in segments:
-                    batches.extend(_segment_batches(writer, number, segment, owner_of, covered))
-                batches.sort(key=lambda batch: (batch.writer, batch.node, batch.seq))
-                claimed.extend((batch, self.append(batch)) for batch in batches)
-                for _, segment in segments:
-                    segment.unlink()
-                path.unlink()
-                if batches:
-                    logger.info(
-                        "journal replay: claimed %d batches (%d visits) from %s",
-                        len(batches),
-                        sum(batch.visits for batch in batches),
-                        path.name,
-                    )
+                claimed.extend(self._claim(path, path.name.removesuffix(".jsonl"), owner_of))
             finally:
                 os.close(fd)
         return claimed
+
+    def _claim(
+        self, path: Path, writer: str, owner_of: Callable[[str], str]
+    ) -> list[tuple[Batch, int]]:
+        """Copy one dead writer's batches here; then remove its files, or quarantine them."""
+        orphan = _read_orphan(path, writer)
+        batches = orphan.batches
+        damaged: list[tuple[Path, FileDamage]] = []
+        segments = list(segments_of(self.directory, writer))
+        for number, segment in segments:
+            read = read_segment(segment)
+            batches.extend(_segment_batches(writer, number, read.counts, owner_of, orphan.covered))
+            if read.damage:
+                size = segment.stat().st_size
+                damaged.append((segment, FileDamage(segment.name, "visit_log", size, read.damage)))
+        if orphan.damage:  # last: if a move fails, the journal file is still here to claim
+            size = path.stat().st_size
+            damaged.append((path, FileDamage(path.name, "journal", size, orphan.damage)))
+        batches.sort(key=lambda batch: (batch.writer, batch.node, batch.seq))
+        claimed = [(batch, self.append(batch)) for batch in batches]
+        if damaged and not self._quarantine(writer, damaged, batches):
+            return claimed  # every file stays; the next claim replays it again, harmlessly
+        moved = {path for path, _ in damaged}
+        for _, segment in segments:
+            if segment not in moved:
+                segment.unlink()
+        if path not in moved:
+            path.unlink()
+        if batches:
+            logger.info(
+                "journal replay: claimed %d batches (%d visits) from %s",
+                len(batches),
+                sum(batch.visits for batch in batches),
+                path.name,
+            )
+        return claimed
+
+    def _quarantine(
+        self, writer: str, damaged: list[tuple[Path, FileDamage]], replayed: list[Batch]
+    ) -> bool:
+        """Move damaged files to the quarantine and log an ERROR for each; False if stuck."""
+        batches, visits = len(replayed), sum(batch.visits for batch in replayed)
+        self.damage_found.extend(damage for _, damage in damaged)
+        try:
+            incident: Path | None = quarantine(
+                self.directory, writer, self.writer, damaged, (batches, visits)
+            )
+        except OSError as exc:
+            incident, stuck = None, exc
+        for path, damage in damaged:
+            where, lost = _summary(damage)
+            if incident is not None:
+                kept = f"moved to {incident / damage.name}"
+            else:
+                kept = f"could not move it to the quarantine ({stuck}): left for the next start"
+            logger.error(
+                "journal damage: %s (writer %s) has %d unreadable lines, %d bytes, at %s; "
+                "could not read %s; %s; the %d intact batches (%d visits) in its files "
+                "were replayed",
+                path,
+                writer,
+                len(damage.lines),
+                damage.damaged_bytes,
+                where,
+                lost,
+                kept,
+                batches,
+                visits,
+            )
+        return incident is not None
 
     def close(self, *, keep: bool = False) -> None:
         """Release the file; remove it when it holds nothing outstanding (unless `keep`)."""
@@ -156,7 +250,7 @@ class Journal:
 
     def _write(self, line: str, *, sync: bool = True) -> int:
         fd = self._require_open()
-        data = (line + "\n").encode()
+        data = encode_record(line)
         try:
             offset = os.lseek(fd, 0, os.SEEK_END)
         except OSError as exc:
@@ -186,38 +280,97 @@ class Journal:
         return self._fd
 
 
-def _unacknowledged(path: Path, writer: str) -> tuple[list[Batch], dict[str, int]]:
-    """Batches in `path` without a later acknowledgement, and per node the highest
-    seq journaled (acknowledged or not). A torn last line is skipped."""
+@dataclass(slots=True)
+class _Orphan:
+    """What a dead writer's journal file holds."""
+
+    batches: list[Batch]  # without a later acknowledgement
+    covered: dict[str, int]  # per node, the highest seq of the writer's own batches
+    damage: tuple[DamagedLine, ...]
+
+
+def _read_orphan(path: Path, writer: str) -> _Orphan:
+    """Read every record of a dead writer's file; collect the lines that cannot be read.
+
+    `covered` counts journaled batches whether acknowledged or not, and only
+    readable ones: a segment that a damaged batch covered is replayed (its
+    visits are then counted once: same writer, the node's mark orders them).
+    """
     batches: dict[BatchKey, Batch] = {}
     highest: dict[str, int] = {}
+    damage: list[DamagedLine] = []
+    offset = 0
     with path.open("rb") as handle:
         for raw in handle:
-            try:
-                record = json.loads(raw)
-                if "ack" in record:
-                    writer, seq, node = record["ack"]
-                    batches.pop((writer, int(seq), node), None)
-                else:
-                    batch = Batch.from_json(raw.decode())
-                    batches[(batch.writer, batch.seq, batch.node)] = batch
-                    if batch.writer == writer:
-                        highest[batch.node] = max(highest.get(batch.node, 0), batch.seq)
-            except (ValueError, KeyError, TypeError):
-                logger.warning("journal %s: skipping an unreadable line", path.name)
-    return list(batches.values()), highest
+            line_offset, offset = offset, offset + len(raw)
+            record = _record(raw)
+            if record is None:
+                lost, tail = split_damaged(raw)
+                what, visits = describe_damaged(raw[:lost])
+                torn = tail is None and not raw.endswith(b"\n")
+                damage.append(DamagedLine(line_offset, lost, torn, what, visits))
+                record = _parse(tail) if tail is not None else None
+            if isinstance(record, Batch):
+                batches[(record.writer, record.seq, record.node)] = record
+                if record.writer == writer:
+                    highest[record.node] = max(highest.get(record.node, 0), record.seq)
+            elif record is not None:
+                batches.pop(record, None)
+    return _Orphan(list(batches.values()), highest, tuple(damage))
+
+
+def _record(raw: bytes) -> Batch | BatchKey | None:
+    """A line as a batch or an acknowledged batch's key; None if it cannot be read."""
+    try:
+        return _parse(record_text(raw))
+    except DamagedRecordError:
+        return None
+
+
+def _parse(text: str) -> Batch | BatchKey | None:
+    """A record's JSON as a batch or an acknowledged batch's key; None if it is neither."""
+    try:
+        record = json.loads(text)
+        if "ack" in record:
+            writer, seq, node = record["ack"]
+            return str(writer), int(seq), str(node)
+        return Batch.from_record(record)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _summary(damage: FileDamage, limit: int = 10) -> tuple[str, str]:
+    """Where a file's damage is and what it held, for the ERROR line (`limit` items each)."""
+    lines = damage.lines
+    more = f", and {len(lines) - limit} more (see damage.json)" if len(lines) > limit else ""
+    where = ", ".join(
+        f"byte {line.offset} ({line.length} bytes{', torn last line' if line.torn else ''})"
+        for line in lines[:limit]
+    )
+    if damage.kind == "visit_log":
+        return where + more, f"{len(lines)} visit lines (one visit each, as written)"
+    lost = "; ".join(
+        line.what
+        + (
+            f" ({'at least ' if line.torn else ''}{line.visits} visits as written)"
+            if line.visits is not None
+            else ""
+        )
+        for line in lines[:limit]
+    )
+    return where + more, lost + more
 
 
 def _segment_batches(
     writer: str,
     number: int,
-    segment: Path,
+    counts: SegmentCounts,
     owner_of: Callable[[str], str],
     covered: dict[str, int],
 ) -> Iterator[Batch]:
     """Batches (seq `number`) for the parts of a segment no journaled batch covers."""
     by_node: dict[str, dict[str, tuple[int, int]]] = {}
-    for page_id, counted in read_segment(segment).items():
+    for page_id, counted in counts.items():
         by_node.setdefault(owner_of(page_id), {})[page_id] = counted
     for node, increments in by_node.items():
         if number > covered.get(node, 0):

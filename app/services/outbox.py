@@ -58,6 +58,12 @@ class NodeOutbox:
                 self.inflight, self.queued = seal(self.queued), {}
         return self.inflight
 
+    def drop_unreadable(self) -> int:
+        """The oldest spilled batch could not be read back: forget it; return its offset."""
+        offset = self.spilled.popleft()
+        self.inflight, self.inflight_offset = None, None
+        return offset
+
     def acknowledge(self) -> Batch:
         """The inflight batch is stored; forget it and return it."""
         batch = self.inflight

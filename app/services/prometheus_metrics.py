@@ -166,6 +166,25 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.journal_damaged_records = Counter(
+            "journal_damaged_records",
+            "Unreadable lines found in dead workers' journal and visit-log files (quarantined).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.journal_damaged_bytes = Counter(
+            "journal_damaged_bytes",
+            "Bytes of those unreadable lines.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.journal_quarantined_files = Gauge(
+            "journal_quarantined_files",
+            "Damaged journal files kept in the quarantine until an operator clears them.",
+            multiprocess_mode="livemax",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.cache_hits = Counter(
             "cache_hits",
             "Reads answered from the in-memory cache.",
@@ -289,11 +308,16 @@ class PrometheusMetrics:
         self._fold_requests()
         self._advance(self.visits_accepted, "visits_accepted", stats.visits_accepted)
         self._advance(self.visits_stored, "visits_stored", stats.visits_stored)
+        self._advance(
+            self.journal_damaged_records, "damaged_records", counter.journal.damaged_records
+        )
+        self._advance(self.journal_damaged_bytes, "damaged_bytes", counter.journal.damaged_bytes)
         self._advance(self.cache_hits, "cache_hits", cache.hits)
         self._advance(self.cache_misses, "cache_misses", cache.misses)
         self.pending_pages.set(counter.write_buffer_size())
         self.pending_visits.set(counter.pending_visits())
         self.journal_batches.set(counter.journal_batches())
+        self.journal_quarantined_files.set(len(counter.journal_damage()))
         warnings = self._manager.config_warnings()
         replaced = self._manager.identities.replaced
         for node, up in self._manager.node_status().items():

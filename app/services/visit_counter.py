@@ -41,6 +41,7 @@ from app.services.events import Event, NodeEvents, ResetEvent
 from app.services.journal import Journal, JournalError
 from app.services.node_store import ApplyResult, NodeStore
 from app.services.outbox import NodeOutbox
+from app.services.quarantine import QuarantinedFile, quarantined
 from app.services.visit_log import VisitLog
 
 logger = logging.getLogger(__name__)
@@ -416,7 +417,24 @@ class VisitCounter:
         def read_spilled(offset: int) -> Batch:
             return self.journal.read(offset).with_floor(floor)
 
-        while (batch := outbox.next_batch(seal, read_spilled)) is not None:
+        while True:
+            try:
+                batch = outbox.next_batch(seal, read_spilled)
+            except JournalError as exc:
+                # This process's own record cannot be read back (the disk damaged it):
+                # skip it rather than stall the node's queue behind it for good.
+                offset = outbox.drop_unreadable()
+                logger.error(
+                    "journal %s: the record at offset %d for %s cannot be read back; its "
+                    "visits are lost: %s",
+                    self.journal.path,
+                    offset,
+                    name,
+                    exc,
+                )
+                continue
+            if batch is None:
+                break
             started = time.perf_counter()
             try:
                 result = await self._store.apply(batch)
@@ -560,6 +578,14 @@ class VisitCounter:
 
     def journal_batches(self) -> int:
         return self.journal.outstanding
+
+    def journal_damage(self) -> list[QuarantinedFile]:
+        """Damaged journal files in the quarantine, whichever worker found them.
+
+        Read from the quarantine directory on each call (a listing and a small
+        report per incident), so an operator's removal shows at once.
+        """
+        return quarantined(self.journal.directory)
 
     def can_journal(self) -> bool:
         """Whether the on-disk journal (and the visit log, when on) can take writes now.

@@ -11,18 +11,44 @@ the buffer swap that ends a segment also starts the next one. A segment is
 deleted once every node has stored or journaled its part. After a crash, the
 next start turns the surviving segments into batches with seq N, so the node's
 applied-batch mark (see `batch.py`) tells which parts it already has.
+
+Reading a segment back, a torn last line (no newline) that could be the start
+of a visit line is skipped: it is a write() that never completed, so its visit
+was never acknowledged. Any other line that is not `<page id>[ <epoch>]` (a bad
+epoch, bytes that are not a page id, invalid UTF-8, or a torn tail that no
+visit line starts with) is damage: `read_segment` reports it, and the claim
+quarantines the segment (see `quarantine.py`). A flipped byte that turns one
+valid page id into another cannot be detected: lines carry no checksum, to keep
+the hot path at one small write().
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from app.core.page_id import MAX_PAGE_ID_LENGTH
+from app.services.quarantine import DamagedLine
 
 logger = logging.getLogger(__name__)
 
 SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
+
+_PAGE = rf"[A-Za-z0-9._~:-]{{1,{MAX_PAGE_ID_LENGTH}}}"  # app/core/page_id.py, as bytes
+# The tag is an epoch, or -1 (UNKNOWN_TAG: logged before the node's reset count was read).
+_VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}}))?\n".encode())
+# What a write() of a visit line cut short can leave: a prefix of a visit line.
+_TORN_VISIT = re.compile(rf"{_PAGE}(?: -?[0-9]{{0,19}})?".encode())
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRead:
+    counts: SegmentCounts
+    damage: tuple[DamagedLine, ...]  # unreadable lines (never a torn last visit)
 
 
 class VisitLog:
@@ -44,10 +70,25 @@ class VisitLog:
         self._fd, self._segment = fd, segment
 
     def append(self, page_id: str, epoch: int) -> None:
-        """One visit, one write(); raises OSError if the kernel does not take it."""
+        """One visit, one write(); raises OSError if the kernel does not take all of it."""
         assert self._fd is not None, "visit log is not open"
-        line = f"{page_id} {epoch}\n" if epoch else f"{page_id}\n"
-        os.write(self._fd, line.encode())
+        data = (f"{page_id} {epoch}\n" if epoch else f"{page_id}\n").encode()
+        written = os.write(self._fd, data)
+        if written != len(data):
+            self._cut(written)
+
+    def _cut(self, written: int) -> None:
+        """Remove the part of a line a short write (disk full) left, then refuse the visit.
+
+        Left in place, the next visit's line would continue it: "hom" + "blog\n"
+        reads back as a visit to page "homblog".
+        """
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+        except OSError:
+            logger.exception("visit log %s: could not cut a partial line", self.path(self._segment))
+        raise OSError(f"short write to the visit log ({written} bytes)")
 
     def delete_through(self, segment: int) -> None:
         """Remove segments up to and including `segment` (all stored or journaled)."""
@@ -74,20 +115,30 @@ def segments_of(directory: Path, writer: str) -> Iterator[tuple[int, Path]]:
     yield from sorted(found)
 
 
-def read_segment(path: Path) -> SegmentCounts:
-    """Visits per page in one segment; for a page reset meanwhile, only the newest epoch's."""
+def read_segment(path: Path) -> SegmentRead:
+    """Visits per page in one segment (for a page reset meanwhile, only the newest epoch's),
+    and the lines that could not be read."""
     counts: SegmentCounts = {}
+    damage: list[DamagedLine] = []
+    offset = 0
     with path.open("rb") as handle:
         for raw in handle:
-            if not raw.endswith(b"\n"):
-                continue  # torn last line: its visit was never acknowledged
-            page_id, _, epoch_text = raw.decode(errors="replace").strip().partition(" ")
-            # The tag: an epoch, or -1 (UNKNOWN_TAG) before the node's reset count was read.
-            epoch = int(epoch_text) if epoch_text.removeprefix("-").isdigit() else 0
+            line_offset, offset = offset, offset + len(raw)
+            visit = _VISIT_LINE.fullmatch(raw)
+            if visit is None:
+                torn = not raw.endswith(b"\n")
+                if torn and _TORN_VISIT.fullmatch(raw):
+                    continue  # a visit line cut short: its visit was never acknowledged
+                damage.append(
+                    DamagedLine(line_offset, len(raw), torn, "unreadable visit line", visits=None)
+                )
+                continue
+            page_id = visit.group(1).decode()
+            epoch = int(visit.group(2) or 0)
             visits, known_epoch = counts.get(page_id, (0, epoch))
             if epoch > known_epoch:
                 visits, known_epoch = 0, epoch
             elif epoch < known_epoch:
                 continue  # counted before a reset this writer had seen: fenced anyway
             counts[page_id] = (visits + 1, known_epoch)
-    return counts
+    return SegmentRead(counts, tuple(damage))

@@ -108,6 +108,7 @@ def test_status_and_metrics_report_a_stopped_node_as_degraded(
             "node_status": {node.url: True for node in nodes},
             "down_nodes": {},
             "config_warnings": {},  # the test nodes run AOF, like the embedded ones
+            "replaced_nodes": {},
         }
         client.post("/api/v1/counter/visit/page1")
         metrics = client.get("/api/v1/counter/metrics").json()

@@ -14,6 +14,7 @@ from app.__main__ import main
 from app.cli.load import NotLoopbackError, loopback_base_url
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
+from app.services.quarantine import DamagedLine, FileDamage, quarantine
 
 FIELD_KEYS = {name.upper() for name in Settings.model_fields}
 NODES = ["redis://127.0.0.1:7100", "redis://10.0.0.5:6379/2", "redis://cache.internal:6380"]
@@ -29,7 +30,17 @@ def _clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["ring"], ["ring", "owner"], ["ring", "stats"], ["nodes"], ["load"]],
+    [
+        [],
+        ["serve"],
+        ["ring"],
+        ["ring", "owner"],
+        ["ring", "stats"],
+        ["nodes"],
+        ["load"],
+        ["journal"],
+        ["journal", "quarantine"],
+    ],
     ids=lambda command: " ".join(command) or "top",
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +85,34 @@ def test_ring_stats_counts_every_sampled_page(
     assert counts == expected
     imbalance = max(expected.values()) / (3000 / 3)
     assert lines[-1] == f"imbalance (max/mean): {imbalance:.3f}"
+
+
+def test_journal_quarantine_lists_damaged_files_and_clears_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    journal_dir = tmp_path / "data" / "journal"
+    journal_dir.mkdir(parents=True)
+    assert main(["journal", "quarantine"]) == 0
+    assert capsys.readouterr().out == f"0 damaged files in {journal_dir / 'quarantine'}\n"
+    (journal_dir / "dead.jsonl").write_bytes(b"\x00\n")
+    line = DamagedLine(offset=0, length=2, torn=False, what="unrecognisable")
+    damage = FileDamage("dead.jsonl", "journal", 2, (line,))
+    moved = [(journal_dir / "dead.jsonl", damage)]
+    incident = quarantine(journal_dir, "dead", "heir", moved, (0, 0))
+
+    assert main(["journal", "quarantine"]) == 1, "exit status 1 while anything is quarantined"
+    listed = capsys.readouterr().out.splitlines()
+    assert f"[{incident.name}]" in listed[0]
+    assert "1 lines, 2 bytes unreadable" in listed[0]
+    assert listed[0].endswith(f"  {incident / 'dead.jsonl'}")
+    assert listed[1] == f"1 damaged files in {journal_dir / 'quarantine'}"
+
+    assert main(["journal", "quarantine", "--clear", "nonsense"]) == 2
+    assert "no quarantine incident named 'nonsense'" in capsys.readouterr().err
+    assert main(["journal", "quarantine", "--clear", incident.name]) == 0
+    assert not incident.exists()
+    assert main(["journal", "quarantine"]) == 0
 
 
 def test_bad_settings_are_reported_in_one_line(

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from app.services.batch import Batch
 from app.services.journal import Journal, JournalError
+from app.services.journal_format import encode_record
+from app.services.quarantine import quarantined
 
 
 def owner_of(page_id: str) -> str:
@@ -166,7 +170,9 @@ def test_claim_takes_unacknowledged_batches_from_a_dead_writer(
         assert journal.read(offset) == batch
     assert journal.outstanding == 3
     assert not orphan.exists()
-    assert [path.name for path in directory.iterdir()] == ["live.jsonl"]
+    # The torn last line is damage (see journal.py): the file goes to the quarantine.
+    assert sorted(path.name for path in directory.iterdir()) == ["live.jsonl", "quarantine"]
+    assert [(item.writer, item.lines) for item in quarantined(directory)] == [("dead", 1)]
 
 
 def test_claimed_batches_keep_writer_and_seq_through_a_second_claim(directory: Path) -> None:
@@ -510,3 +516,282 @@ def test_a_live_writers_segments_are_not_claimed_until_it_dies(
         segment_batch("alive", 4, NODE_B, pear=(2, 0)),
     ]
     assert not any(path.exists() for path in segment_paths)
+
+
+# -- checksums and damage ----------------------------------------------------------
+
+
+def written_journal(directory: Path, writer: str, batches: list[Batch]) -> tuple[Path, list[int]]:
+    """A journal as a writer of this release leaves it: every batch outstanding.
+
+    Returns the file and each record's offset (the last one's end included).
+    """
+    writer_journal = Journal(directory, writer)
+    writer_journal.open()
+    offsets = [writer_journal.append(batch) for batch in batches]
+    writer_journal.close()
+    offsets.append(writer_journal.path.stat().st_size)
+    return writer_journal.path, offsets
+
+
+def claim(directory: Path, writer: str = "heir", owner: Callable[[str], str] = owner_of) -> Journal:
+    heir = Journal(directory, writer)
+    heir.open()
+    heir.claim_orphans(owner)
+    return heir
+
+
+def claimed_batches(heir: Journal) -> list[Batch]:
+    """What the claimer's own file now holds, read back through its public API."""
+    return [heir.read(offset) for offset in offsets_of(heir.path)]
+
+
+def offsets_of(path: Path) -> list[int]:
+    offsets, offset = [], 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            offsets.append(offset)
+            offset += len(raw)
+    return offsets
+
+
+def damage_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.ERROR and record.getMessage().startswith("journal damage")
+    ]
+
+
+THREE = [
+    make_batch("dead", 1, NODE_A, home=3, about=1),
+    make_batch("dead", 2, NODE_B, blog=27, news=100),
+    make_batch("dead", 3, NODE_A, home=5, about=2),
+]
+
+
+def test_every_record_carries_the_crc32_of_its_json(journal: Journal) -> None:
+    batch = make_batch("live", 1, home=3)
+
+    journal.append(batch)
+
+    body = batch.to_json().encode()
+    assert journal.path.read_bytes() == b"%08x " % zlib.crc32(body) + body + b"\n"
+    assert encode_record(batch.to_json()) == journal.path.read_bytes()
+
+
+def test_a_journal_written_before_checksums_replays_as_before(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Today's release writes bare JSON lines: a file it left must still replay.
+    acked = make_batch("old", 1, NODE_A, home=2)
+    kept = [make_batch("old", 2, NODE_B, about=5), make_batch("old", 3, NODE_A, home=1)]
+    lines = [acked.to_json(), kept[0].to_json(), ack_line(acked), kept[1].to_json()]
+    orphan = write_orphan(directory, "old", lines)
+
+    heir = claim(directory)
+
+    in_order = sorted(kept, key=lambda b: (b.node, b.seq))
+    assert claimed_batches(heir) == in_order
+    assert heir.path.read_bytes() == b"".join(encode_record(b.to_json()) for b in in_order)
+    assert not orphan.exists()
+    assert quarantined(directory) == []
+    assert heir.damaged_records == 0
+    assert damage_errors(caplog) == []
+    heir.close()
+
+
+def test_a_flipped_digit_in_a_middle_record_is_caught_by_its_checksum(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, offsets = written_journal(directory, "dead", THREE)
+    content = bytearray(path.read_bytes())
+    digit = content.index(b'"news":[100,', offsets[1]) + len('"news":[')
+    content[digit] = ord("7")  # 100 -> 700: still valid JSON, still a batch
+    damaged = bytes(content)
+    path.write_bytes(damaged)
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        heir = claim(directory)
+
+    assert claimed_batches(heir) == [THREE[0], THREE[2]], "the intact batches, once each"
+    assert heir.outstanding == 2
+    assert not path.exists(), "moved, not left to be claimed again"
+    (item,) = quarantined(directory)
+    assert item.path.read_bytes() == damaged, "kept byte for byte"
+    assert item.path.name == "dead.jsonl"
+    assert item.path.parent.name.endswith("-dead")  # <found_at>-<writer>
+    assert (item.writer, item.kind, item.lines) == ("dead", "journal", 1)
+    assert item.bytes == offsets[2] - offsets[1]
+    assert (heir.damaged_records, heir.damaged_bytes) == (1, item.bytes)
+    (error,) = damage_errors(caplog)
+    assert str(path) in error
+    assert str(item.path) in error
+    assert f"byte {offsets[1]} ({item.bytes} bytes)" in error
+    assert f"batch dead/2 for {NODE_B} (727 visits as written)" in error
+    heir.close()
+
+
+def test_a_torn_last_record_is_damage_and_the_rest_replays(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The issue's reproduction: the last line of a claimed file cut in half.
+    path, offsets = written_journal(directory, "dead", THREE)
+    cut = path.read_bytes().index(b'"about":[2', offsets[2]) + 3  # after "home":[5,0],
+    with path.open("r+b") as handle:
+        handle.truncate(cut)
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        heir = claim(directory)
+
+    assert claimed_batches(heir) == [THREE[0], THREE[1]]
+    (item,) = quarantined(directory)
+    assert (item.lines, item.bytes) == (1, cut - offsets[2])
+    (error,) = damage_errors(caplog)
+    assert "torn last line" in error
+    assert f"batch dead/3 for {NODE_A} (at least 5 visits as written)" in error
+    heir.close()
+
+
+def test_garbage_lines_cost_only_themselves(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, offsets = written_journal(directory, "dead", THREE)
+    content = path.read_bytes()
+    garbage = [b"\x00" * 40 + b"\n", b"\xff\xfe not utf-8 \xc3\x28\n", b"\n"]
+    damaged = content[: offsets[1]] + garbage[0] + garbage[1] + content[offsets[1] :] + garbage[2]
+    path.write_bytes(damaged)
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        heir = claim(directory)
+
+    assert claimed_batches(heir) == [THREE[0], THREE[2], THREE[1]]
+    (item,) = quarantined(directory)
+    assert item.path.read_bytes() == damaged
+    assert (item.lines, item.bytes) == (3, sum(len(line) for line in garbage))
+    (error,) = damage_errors(caplog)
+    assert "3 unreadable lines" in error
+    assert "unrecognisable" in error
+    heir.close()
+
+
+def test_a_record_glued_behind_a_damaged_one_is_still_replayed(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A lost newline merges two lines. The first record's checksum fails; the second's,
+    # found behind it, holds: only the first batch is lost.
+    path, offsets = written_journal(directory, "dead", THREE)
+    content = bytearray(path.read_bytes())
+    content[offsets[1] - 1] = ord("x")
+    path.write_bytes(bytes(content))
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        heir = claim(directory)
+
+    assert claimed_batches(heir) == [THREE[2], THREE[1]]
+    (item,) = quarantined(directory)
+    assert (item.lines, item.bytes) == (1, offsets[1])
+    (error,) = damage_errors(caplog)
+    assert f"batch dead/1 for {NODE_A} (4 visits as written)" in error
+    heir.close()
+
+
+def test_a_damaged_acknowledgement_only_replays_its_batch_again(directory: Path) -> None:
+    # Replaying an acknowledged batch is harmless (same writer and seq); losing one is not.
+    writer_journal = Journal(directory, "dead")
+    writer_journal.open()
+    for batch in THREE:
+        writer_journal.append(batch)
+    writer_journal.acknowledge(THREE[0])
+    writer_journal.close()
+    content = writer_journal.path.read_bytes()
+    ack_at = content.rindex(b'{"ack"')
+    writer_journal.path.write_bytes(content[:ack_at] + b"X" + content[ack_at + 1 :])
+
+    heir = claim(directory)
+
+    assert sorted(claimed_batches(heir), key=lambda b: b.seq) == THREE
+    (item,) = quarantined(directory)
+    assert item.lines == 1
+    heir.close()
+
+
+def test_reading_back_a_damaged_record_of_ones_own_raises_journal_error(journal: Journal) -> None:
+    offset = journal.append(make_batch("live", 1, home=12))
+    content = bytearray(journal.path.read_bytes())
+    content[content.index(b"12")] = ord("9")
+    journal.path.write_bytes(bytes(content))
+
+    with pytest.raises(JournalError, match="damaged"):
+        journal.read(offset)
+
+
+def test_quarantined_files_are_never_claimed_again(directory: Path) -> None:
+    path, offsets = written_journal(directory, "dead", THREE)
+    with path.open("r+b") as handle:
+        handle.truncate(offsets[3] - 5)
+    heir = claim(directory)
+    heir.close()  # dies with the two intact batches outstanding
+
+    last = claim(directory, "last")
+
+    assert claimed_batches(last) == [THREE[0], THREE[1]], "once more, not the damaged one"
+    assert last.damaged_records == 0
+    assert len(quarantined(directory)) == 1
+    last.close()
+
+
+def test_a_file_that_cannot_be_quarantined_is_left_in_place_never_deleted(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, offsets = written_journal(directory, "dead", THREE)
+    with path.open("r+b") as handle:
+        handle.truncate(offsets[3] - 5)
+    damaged = path.read_bytes()
+    (directory / "quarantine").write_text("in the way")  # mkdir fails: not a directory
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        heir = claim(directory)
+
+    assert path.read_bytes() == damaged
+    (error,) = damage_errors(caplog)
+    assert "left for the next start" in error
+    heir.close()
+    (directory / "quarantine").unlink()
+
+    last = claim(directory, "last")  # the next start tries again
+
+    assert not path.exists()
+    assert [item.path.read_bytes() for item in quarantined(directory)] == [damaged]
+    assert {batch.seq for batch in claimed_batches(last)} == {1, 2}
+    last.close()
+
+
+def test_a_damaged_visit_log_segment_is_quarantined_and_its_readable_visits_replayed(
+    directory: Path, journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    orphan = write_orphan(directory, "dead", [])
+    clean_segment, damaged_segment = write_segments(
+        directory, "dead", {2: ["apple", "pear"], 3: ["apple", "apple"]}
+    )
+    damaged = b"apple\nbanana x\n\xff\xfeapple\npear\nzebr"  # bad epoch, not UTF-8, torn tail
+    damaged_segment.write_bytes(damaged)
+
+    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+        claimed = [batch for batch, _ in journal.claim_orphans(owner_ab)]
+
+    assert claimed == [
+        segment_batch("dead", 2, NODE_A, apple=(1, 0)),
+        segment_batch("dead", 3, NODE_A, apple=(1, 0)),
+        segment_batch("dead", 2, NODE_B, pear=(1, 0)),
+        segment_batch("dead", 3, NODE_B, pear=(1, 0)),
+    ]
+    assert not orphan.exists()
+    assert not clean_segment.exists()
+    (item,) = quarantined(directory)
+    assert (item.path.name, item.kind, item.lines) == ("dead.visits.3", "visit_log", 2)
+    assert item.bytes == len(b"banana x\n\xff\xfeapple\n")
+    assert item.path.read_bytes() == damaged
+    (error,) = damage_errors(caplog)
+    assert "dead.visits.3" in error
+    assert "2 visit lines" in error

@@ -458,3 +458,21 @@ SwapThenSend.TestCase.settings = settings(
     stateful_step_count=40,
 )
 TestSwapThenSend = SwapThenSend.TestCase
+
+
+def test_an_unreadable_spilled_batch_is_dropped_and_the_next_one_is_sent() -> None:
+    outbox = NodeOutbox("node")
+    outbox.spilled.extend([10, 20])
+    later = make_batch(7, {"p": (2, 0)})
+
+    def read(offset: int) -> Batch:
+        if offset == 10:
+            raise ValueError("damaged record")
+        return later
+
+    with pytest.raises(ValueError, match="damaged"):
+        outbox.next_batch(lambda queued: make_batch(9, {}), read)
+    assert outbox.drop_unreadable() == 10
+    assert outbox.next_batch(lambda queued: make_batch(9, {}), read) is later
+    assert outbox.acknowledge() is later
+    assert outbox.empty

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.services.visit_log import VisitLog, read_segment, segments_of
+from app.services.visit_log import SegmentCounts, SegmentRead, VisitLog, read_segment, segments_of
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -36,6 +41,11 @@ def is_open(fd: int) -> bool:
 
 def names(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
+
+
+def clean(counts: SegmentCounts) -> SegmentRead:
+    """What reading a segment without damage gives."""
+    return SegmentRead(counts, damage=())
 
 
 def write_segment(directory: Path, name: str, text: str = "") -> Path:
@@ -109,11 +119,11 @@ def test_append_needs_an_open_segment(log: VisitLog) -> None:
 def test_read_segment_counts_visits_per_page(directory: Path) -> None:
     path = write_segment(directory, "w1.visits.1", "home\nblog\nhome\nhome\nabout 2\nabout 2\n")
 
-    assert read_segment(path) == {"home": (3, 0), "blog": (1, 0), "about": (2, 2)}
+    assert read_segment(path) == clean({"home": (3, 0), "blog": (1, 0), "about": (2, 2)})
 
 
 def test_read_segment_of_an_empty_file_is_empty(directory: Path) -> None:
-    assert read_segment(write_segment(directory, "w1.visits.1")) == {}
+    assert read_segment(write_segment(directory, "w1.visits.1")) == clean({})
 
 
 def test_read_segment_keeps_only_the_newest_epoch_per_page(directory: Path) -> None:
@@ -126,20 +136,101 @@ def test_read_segment_keeps_only_the_newest_epoch_per_page(directory: Path) -> N
     ]  # fmt: skip
     path = write_segment(directory, "w1.visits.1", "".join(line + "\n" for line in lines))
 
-    assert read_segment(path) == {"promo": (2, 2), "other": (3, 4)}
+    assert read_segment(path) == clean({"promo": (2, 2), "other": (3, 4)})
 
 
 def test_read_segment_skips_a_torn_last_line(directory: Path) -> None:
     path = write_segment(directory, "w1.visits.1", "home\nblog\nhome\nblo")
 
-    assert read_segment(path) == {"home": (2, 0), "blog": (1, 0)}
+    assert read_segment(path) == clean({"home": (2, 0), "blog": (1, 0)}), "not damage"
 
 
 def test_read_segment_skips_a_torn_line_that_carries_an_epoch(directory: Path) -> None:
     path = write_segment(directory, "w1.visits.1", "home\nhome 5")
 
     # A torn "home 5" must neither count nor restart the page at epoch 5.
-    assert read_segment(path) == {"home": (1, 0)}
+    assert read_segment(path) == clean({"home": (1, 0)}), "not damage"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"home x\n",
+        b"home 1 2\n",
+        b"home -2\n",  # -1 is a tag (UNKNOWN_TAG); no other negative is
+        b"\x00\x00\x00\n",
+        b"caf\xc3\xa9\n",
+        b"\xff\xfe\n",
+        b"\n",
+    ],
+    ids=["epoch", "two-epochs", "negative", "nul", "non-ascii", "not-utf8", "empty"],
+)
+def test_an_unreadable_line_in_the_middle_is_damage(directory: Path, bad: bytes) -> None:
+    path = write_segment(directory, "w1.visits.1")
+    path.write_bytes(b"home\nblog 2\n" + bad + b"home\n")
+
+    read = read_segment(path)
+
+    assert read.counts == {"home": (2, 0), "blog": (1, 2)}, "the readable lines still count"
+    assert [(line.offset, line.length, line.torn) for line in read.damage] == [
+        (12, len(bad), False)
+    ]
+
+
+def test_a_torn_tail_no_visit_line_starts_with_is_damage(directory: Path) -> None:
+    # A write() cut short leaves the start of a visit line; NULs or a bad epoch are not that.
+    for tail in (b"\x00\x00\x00\x00", b"home 1x", b"x" * 300):
+        path = write_segment(directory, "w1.visits.1")
+        path.write_bytes(b"home\n" + tail)
+
+        read = read_segment(path)
+
+        assert read.counts == {"home": (1, 0)}
+        assert [(line.offset, line.length, line.torn) for line in read.damage] == [
+            (5, len(tail), True)
+        ], tail
+
+
+SHORT_VISIT_WRITE = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pathlib import Path
+    from app.services.visit_log import VisitLog
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = VisitLog(Path(sys.argv[1]), "w1")
+    log.open(1)
+    log.append("first", 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # The disk fills up mid-line: the kernel takes only the first 3 bytes.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (log.path(1).stat().st_size + 3, hard))
+    try:
+        log.append("second", 0)
+    except OSError as exc:
+        print("refused:", exc)
+    else:
+        print("acknowledged")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    log.append("third", 0)
+    log.close(remove=False)
+    """
+)
+
+
+def test_a_short_write_refuses_the_visit_and_leaves_no_partial_line(directory: Path) -> None:
+    # Left in place, "sec" would run into the next line and count a visit to "secthird".
+    child = subprocess.run(
+        [sys.executable, "-c", SHORT_VISIT_WRITE, str(directory)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("refused: short write"), child.stdout
+
+    assert (directory / "w1.visits.1").read_text() == "first\nthird\n"
 
 
 def test_what_the_log_writes_reads_back_as_counts(log: VisitLog) -> None:
@@ -147,7 +238,7 @@ def test_what_the_log_writes_reads_back_as_counts(log: VisitLog) -> None:
     for page_id, epoch in [("a", 0), ("b", 1), ("a", 0), ("b", 1), ("b", 1), ("c", 0)]:
         log.append(page_id, epoch)
 
-    assert read_segment(log.path(7)) == {"a": (2, 0), "b": (3, 1), "c": (1, 0)}
+    assert read_segment(log.path(7)) == clean({"a": (2, 0), "b": (3, 1), "c": (1, 0)})
 
 
 # -- listing, deleting, closing ------------------------------------------------
@@ -244,6 +335,6 @@ def test_close_without_remove_keeps_the_segments_for_the_next_start(directory: P
     assert not is_open(fd)
     assert names(directory) == ["w1.visits.1", "w1.visits.2"]
     assert [read_segment(path) for _, path in segments_of(directory, "w1")] == [
-        {"home": (1, 0)},
-        {"blog": (1, 1)},
+        clean({"home": (1, 0)}),
+        clean({"blog": (1, 1)}),
     ]

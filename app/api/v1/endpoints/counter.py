@@ -112,6 +112,8 @@ async def get_metrics(runtime: RuntimeDep) -> CounterMetrics:
             batches_failed=stats.batches_failed,
             batches_duplicate=stats.batches_duplicate,
             journal_batches=counter.journal_batches(),
+            journal_damaged_records=counter.journal.damaged_records,
+            journal_damaged_bytes=counter.journal.damaged_bytes,
         ),
         redis_nodes=node_status,
         last_batch_write=stats.last_batch_write,
