@@ -1,6 +1,6 @@
 """A sealed batch of increments for one node, and the Lua scripts that apply it once.
 
-Idempotency (DESIGN.md section 4, guarantee G1): every process has a unique
+Idempotency (docs/design.md section 4, guarantee G1): every process has a unique
 `writer` id and numbers its batches with a strictly increasing `seq`. A node
 keeps, per writer, the highest seq it has applied (hash `vc:batches`). A batch
 whose seq is not above that mark is a retry of something already stored and
