@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     redis_db: int = Field(default=0, ge=0, le=15)
     redis_timeout: float = Field(default=5.0, gt=0, le=60, description="Connect/read timeout, s.")
     redis_retry_attempts: int = Field(default=3, ge=0, le=10)
+    redis_pool_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Connections per node, per worker, at most; a call waits up to "
+        "REDIS_TIMEOUT for a free one.",
+    )
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     # Consistent hashing

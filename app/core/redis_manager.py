@@ -4,6 +4,10 @@ The manager knows nothing of counting. It owns a `redis.asyncio.Redis` client pe
 node, pings every node on an interval, and keeps the up/down map that `/status`
 shows. Callers report failures they see (`mark_down`) so a dead node is known
 before the next health check.
+
+Each node's pool holds at most REDIS_POOL_SIZE connections. A call finding them
+all busy waits up to REDIS_TIMEOUT for one: redis-py's default pool fails it at
+once, and 600 concurrent reads marked every node down.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -49,8 +53,10 @@ class RedisManager:
         self._health: dict[str, NodeHealth] = {}
         for url in settings.redis_nodes:
             name = redact_url(url)
-            self._clients[name] = Redis.from_url(
+            pool = BlockingConnectionPool.from_url(
                 url,
+                max_connections=settings.redis_pool_size,
+                timeout=settings.redis_timeout,  # waiting for a free connection
                 password=settings.redis_password or None,
                 db=settings.redis_db,
                 socket_timeout=settings.redis_timeout,
@@ -58,6 +64,7 @@ class RedisManager:
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
                 health_check_interval=0,
             )
+            self._clients[name] = Redis.from_pool(pool)
             self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
         self._checker: asyncio.Task[None] | None = None
 

@@ -103,6 +103,10 @@ def test_debug_is_off_by_default() -> None:
     assert load_settings().debug is False
 
 
+def test_node_pool_size_defaults_to_redis_pys_own() -> None:
+    assert load_settings().redis_pool_size == 100
+
+
 def test_unset_redis_nodes_means_the_embedded_nodes() -> None:
     settings = load_settings()
     assert settings.redis_nodes == (
@@ -201,6 +205,8 @@ def test_empty_redis_nodes_means_the_embedded_nodes(
         ("ENABLE_METRICS", "sometimes"),
         ("API_PREFIX", "api/v1"),
         ("API_PREFIX", "/api/v1/"),
+        ("REDIS_POOL_SIZE", "0"),
+        ("REDIS_POOL_SIZE", "10001"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(
