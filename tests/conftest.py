@@ -118,14 +118,22 @@ def service_env(
 
 @pytest.fixture
 def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
-    """Start services on the given nodes (data under this test's tmp dir); kill leftovers."""
+    """Start services on the given nodes (data under this test's tmp dir); kill leftovers.
+
+    `open_files` is the (soft, hard) RLIMIT_NOFILE the service starts with; keyword
+    overrides are settings.
+    """
     started: list[ServiceProcess] = []
 
     def factory(
-        nodes: list[RedisNodeProcess], workers: int = 1, **overrides: object
+        nodes: list[RedisNodeProcess],
+        workers: int = 1,
+        open_files: tuple[int, int] | None = None,
+        **overrides: object,
     ) -> ServiceProcess:
         env = service_env(nodes, tmp_path / "data", **overrides)
-        service = ServiceProcess(env, tmp_path / f"service-{len(started)}.log", workers=workers)
+        log_path = tmp_path / f"service-{len(started)}.log"
+        service = ServiceProcess(env, log_path, workers=workers, open_files=open_files)
         service.start()
         started.append(service)
         return service

@@ -5,9 +5,10 @@ node, pings every node on an interval, and keeps the up/down map that `/status`
 shows. Callers report failures they see (`mark_down`) so a dead node is known
 before the next health check.
 
-Each node's pool holds at most REDIS_POOL_SIZE connections. A call finding them
-all busy waits up to REDIS_TIMEOUT for one: redis-py's default pool fails it at
-once, and 600 concurrent reads marked every node down.
+Each node's pool holds at most REDIS_POOL_SIZE connections, which the
+open-file budget reserves (`connection_limits.py`). A call finding them all busy
+waits up to REDIS_TIMEOUT for one: redis-py's default pool fails it at once, and
+600 concurrent reads marked every node down.
 """
 
 from __future__ import annotations

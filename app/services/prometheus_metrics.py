@@ -36,6 +36,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.core.config import Settings
+from app.core.connection_limits import CLOSE_REASONS, ConnectionGuard
 from app.core.redis_manager import RedisManager
 from app.services.prometheus_dir import MultiprocessDirectory
 from app.services.visit_counter import VisitCounter
@@ -75,6 +76,8 @@ class PrometheusMetrics:
         self._directory = directory
         self._interval = settings.batch_interval_seconds
         self._task: asyncio.Task[None] | None = None
+        # Set by the lifespan: its counts of connections the server closed are synced too.
+        self.connection_guard: ConnectionGuard | None = None
         self.multiprocess = values.ValueClass is not values.MutexValue
         if not self.multiprocess:
             logger.warning(
@@ -168,6 +171,19 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.http_connections_closed = Counter(
+            "http_connections_closed",
+            "Connections the server closed on its own, by reason: max_connections (refused "
+            "with 503), evicted (waiting for a request, closed to admit new ones), "
+            "head_timeout (408, or a plain close if nothing came), url_too_long (414), "
+            "headers_too_large (431).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._closed_children = {
+            reason: self.http_connections_closed.labels(reason=reason) for reason in CLOSE_REASONS
+        }
         # Every node and outcome starts at 0, so a series exists before its first event.
         self._batch_children = {
             (node, outcome): self.flush_batches.labels(node=node, outcome=outcome)
@@ -226,6 +242,9 @@ class PrometheusMetrics:
         self._advance(self.visits_stored, "visits_stored", stats.visits_stored)
         self._advance(self.cache_hits, "cache_hits", cache.hits)
         self._advance(self.cache_misses, "cache_misses", cache.misses)
+        if self.connection_guard is not None:
+            for reason, total in self.connection_guard.closed.items():
+                self._advance(self._closed_children[reason], f"closed:{reason}", total)
         self.pending_pages.set(counter.write_buffer_size())
         self.pending_visits.set(counter.pending_visits())
         self.journal_batches.set(counter.journal_batches())
