@@ -31,6 +31,7 @@ from contextlib import ExitStack
 import uvicorn
 
 from app.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings, redact_url
+from app.core.connection_limits import check_open_files
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.embedded_nodes import NodeStartError, RedisNodeProcess
 from app.core.errors import InvalidPageIdError
@@ -53,6 +54,7 @@ def _start_embedded_nodes(settings: Settings, stack: ExitStack) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_open_files(settings)  # raised here, the limit is inherited by the workers
     configure_logging(settings.debug, settings.log_format)
     # uvicorn re-raises the signal that stopped it once shutdown is complete;
     # with these no-op handlers that re-raise returns here, so the embedded nodes

@@ -24,7 +24,9 @@ from app.api.health import router as health_router
 from app.api.monitoring import router as monitoring_router
 from app.api.v1.api import build_api_router
 from app.core.config import Settings, SettingsError, load_settings
+from app.core.connection_limits import ConnectionGuard, check_open_files
 from app.core.errors import CounterError, error_body
+from app.core.http_limits import STATE_KEY as CONNECTION_GUARD_KEY
 from app.core.logging import configure_logging
 from app.core.middleware import ProcessTimeMiddleware, RequestStats
 from app.core.redis_manager import RedisManager
@@ -44,7 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
     rate_limiter = rate_limiter_for(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        # First: it raises the open-file limit, and refuses one that leaves no room.
+        connection_guard = ConnectionGuard.for_process(settings)
         manager = RedisManager(settings)
         counter = VisitCounter(settings, manager)
         metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
@@ -53,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             await manager.start()
             if settings.enable_metrics:
                 prometheus = open_prometheus(settings, manager, counter)
+                prometheus.connection_guard = connection_guard
                 prometheus.start()
             await counter.start()
             if settings.enable_metrics:
@@ -66,7 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
                     rate_limiter=rate_limiter,
                     started_at=datetime.now(UTC),
                     prometheus=prometheus,
-                )
+                ),
+                # Read by every HTTP connection of this worker (app/core/http_limits.py).
+                CONNECTION_GUARD_KEY: connection_guard,
             }
         finally:
             # Reverse order; each close is guarded so one failure never skips the next.
@@ -121,6 +128,7 @@ def __getattr__(name: str) -> FastAPI:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
         settings = load_settings()
+        check_open_files(settings)  # the lifespan checks again; here the error is one line
     except SettingsError as exc:
         raise SystemExit(f"visit-counter: {exc}") from None
     configure_logging(settings.debug, settings.log_format)

@@ -123,6 +123,8 @@ def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
 
     Data goes under this test's tmp dir unless `data_dir` says where; the Prometheus
     files go to `<tmp dir>/prometheus` (not /dev/shm) unless `prometheus_dir` does.
+    `open_files` is the (soft, hard) RLIMIT_NOFILE the service starts with; keyword
+    overrides are settings.
     """
     started: list[ServiceProcess] = []
 
@@ -130,11 +132,13 @@ def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
         nodes: list[RedisNodeProcess],
         workers: int = 1,
         data_dir: Path | None = None,
+        open_files: tuple[int, int] | None = None,
         **overrides: object,
     ) -> ServiceProcess:
         overrides = {"prometheus_dir": tmp_path / "prometheus", **overrides}
         env = service_env(nodes, data_dir or tmp_path / "data", **overrides)
-        service = ServiceProcess(env, tmp_path / f"service-{len(started)}.log", workers=workers)
+        log_path = tmp_path / f"service-{len(started)}.log"
+        service = ServiceProcess(env, log_path, workers=workers, open_files=open_files)
         service.start()
         started.append(service)
         return service

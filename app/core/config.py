@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 EMBEDDED_PORTS = (7070, 7071, 7072)
 EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
 MIN_ADMIN_TOKEN_LENGTH = 16
+DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
 
 
 class SettingsError(Exception):
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
         description="Time to open a connection to a node, handshake included, s.",
     )
     redis_retry_attempts: int = Field(default=3, ge=0, le=10)
+    redis_pool_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Connections per node, per worker; a call waits up to REDIS_TIMEOUT for a "
+        "free one. Reserved out of the open-file limit (see MAX_CONNECTIONS).",
+    )
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     # Consistent hashing
@@ -88,6 +96,22 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(
         default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
+    )
+
+    # HTTP server limits (app/core/http_limits.py, app/core/connection_limits.py)
+    head_timeout_seconds: float = Field(
+        default=DEFAULT_HEAD_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description="Seconds a request head may take from its first byte (from the connection's "
+        "opening for its first request); a late head gets 408 and the connection is closed.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Client connections one worker holds at once. Lowered at start, with a "
+        "warning, to what the open-file limit leaves after the node connections and files.",
     )
 
     # Monitoring

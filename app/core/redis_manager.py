@@ -10,6 +10,11 @@ REDIS_CONNECT_TIMEOUT (TCP connect and handshake) plus REDIS_TIMEOUT (the
 command's reply): `call_budget`. The handshake is one round trip at most (AUTH
 when a password is set; no CLIENT SETINFO), so a node that answers slowly but
 within REDIS_TIMEOUT stays usable after its connections are reset.
+
+Each node's pool holds at most REDIS_POOL_SIZE connections, which the
+open-file budget reserves (`connection_limits.py`). A call finding them all busy
+waits up to REDIS_TIMEOUT for one: redis-py's default pool fails it at once, and
+600 concurrent reads marked every node down.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -54,8 +59,10 @@ class RedisManager:
         self._health: dict[str, NodeHealth] = {}
         for url in settings.redis_nodes:
             name = redact_url(url)
-            self._clients[name] = Redis.from_url(
+            pool = BlockingConnectionPool.from_url(
                 url,
+                max_connections=settings.redis_pool_size,
+                timeout=settings.redis_timeout,  # waiting for a free connection
                 password=settings.redis_password or None,
                 db=settings.redis_db,
                 socket_timeout=settings.redis_timeout,
@@ -67,6 +74,7 @@ class RedisManager:
                 health_check_interval=0,
                 driver_info=None,  # no CLIENT SETINFO: one round trip less per new connection
             )
+            self._clients[name] = Redis.from_pool(pool)
             self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
         self.identities = NodeIdentities()
         self._checker = PeriodicTask(

@@ -42,6 +42,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.core.config import Settings
+from app.core.connection_limits import CLOSE_REASONS, ConnectionGuard
 from app.core.errors import MetricsUnavailableError
 from app.core.redis_manager import RedisManager
 from app.core.tasks import PeriodicTask
@@ -91,6 +92,8 @@ class PrometheusMetrics:
         self.metrics_failures: Counter | None = None
         self._http_local: dict[tuple[str, str, int], _LocalHistogram] = {}
         self._seen: dict[str, int] = {}
+        # Set by the lifespan: its counts of connections the server closed are synced too.
+        self.connection_guard: ConnectionGuard | None = None
         self.multiprocess = values.ValueClass is not values.MutexValue
         if failure is not None:
             self._turn_off(failure)
@@ -229,6 +232,19 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.http_connections_closed = Counter(
+            "http_connections_closed",
+            "Connections the server closed on its own, by reason: max_connections (refused "
+            "with 503), evicted (waiting for a request, closed to admit new ones), "
+            "head_timeout (408, or a plain close if nothing came), url_too_long (414), "
+            "headers_too_large (431).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._closed_children = {
+            reason: self.http_connections_closed.labels(reason=reason) for reason in CLOSE_REASONS
+        }
         # Every node and outcome starts at 0, so a series exists before its first event.
         self._batch_children = {
             (node, outcome): self.flush_batches.labels(node=node, outcome=outcome)
@@ -314,6 +330,9 @@ class PrometheusMetrics:
         self._advance(self.journal_damaged_bytes, "damaged_bytes", counter.journal.damaged_bytes)
         self._advance(self.cache_hits, "cache_hits", cache.hits)
         self._advance(self.cache_misses, "cache_misses", cache.misses)
+        if self.connection_guard is not None:
+            for reason, total in self.connection_guard.closed.items():
+                self._advance(self._closed_children[reason], f"closed:{reason}", total)
         self.pending_pages.set(counter.write_buffer_size())
         self.pending_visits.set(counter.pending_visits())
         self.journal_batches.set(counter.journal_batches())

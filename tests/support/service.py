@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -22,9 +23,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class ServiceProcess:
     """`uvicorn app.main:app` on a free loopback port, configured through its environment."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, workers: int = 1) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        workers: int = 1,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """`open_files`: the (soft, hard) RLIMIT_NOFILE the server starts with."""
         self.port = free_port()
         self.workers = workers
+        self.open_files = open_files
         self.log_path = log_path
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._process: subprocess.Popen[bytes] | None = None
@@ -32,6 +41,16 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The server process (the supervisor when there are several workers)."""
+        assert self._process is not None
+        return self._process.pid
+
+    def _limit_open_files(self) -> None:  # runs in the child, before exec
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def start(self, timeout: float = 30.0) -> None:
         command = [
@@ -44,7 +63,12 @@ class ServiceProcess:
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=REPO_ROOT,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_open_files if self.open_files else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

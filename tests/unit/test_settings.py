@@ -103,6 +103,16 @@ def test_debug_is_off_by_default() -> None:
     assert load_settings().debug is False
 
 
+def test_node_pool_size_defaults_to_redis_pys_own() -> None:
+    assert load_settings().redis_pool_size == 100
+
+
+def test_http_limits_default_to_the_documented_values() -> None:
+    settings = load_settings()
+    assert settings.head_timeout_seconds == 10.0
+    assert settings.max_connections == 1024
+
+
 def test_unset_redis_nodes_means_the_embedded_nodes() -> None:
     settings = load_settings()
     assert settings.redis_nodes == (
@@ -218,6 +228,14 @@ def test_empty_redis_nodes_means_the_embedded_nodes(
         ("ENABLE_METRICS", "sometimes"),
         ("API_PREFIX", "api/v1"),
         ("API_PREFIX", "/api/v1/"),
+        ("HEAD_TIMEOUT_SECONDS", "0"),
+        ("HEAD_TIMEOUT_SECONDS", "-1"),
+        ("HEAD_TIMEOUT_SECONDS", "301"),
+        ("HEAD_TIMEOUT_SECONDS", "soon"),
+        ("MAX_CONNECTIONS", "0"),
+        ("MAX_CONNECTIONS", "many"),
+        ("REDIS_POOL_SIZE", "0"),
+        ("REDIS_POOL_SIZE", "10001"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(

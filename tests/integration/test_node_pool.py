@@ -1,0 +1,52 @@
+"""Each node's connection pool is bounded (REDIS_POOL_SIZE), and a busy pool makes calls wait.
+
+redis-py's default pool fails a call at once when its 100 connections are in use
+(MaxConnectionsError), and the engine then marked the node down: 600 concurrent
+reads through the service marked all three nodes down and answered half with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from app.core.embedded_nodes import RedisNodeProcess
+from app.core.redis_manager import RedisManager
+from app.services.visit_counter import VisitCounter
+from tests.conftest import SettingsFactory
+
+pytestmark = pytest.mark.integration
+
+POOL_SIZE = 4
+
+
+def service_connections(node: RedisNodeProcess) -> int:
+    """Connections to `node` other than this one (the counter's pool and pub/sub)."""
+    with redis.Redis(port=node.port) as admin:
+        return len(admin.client_list()) - 1
+
+
+async def test_reads_far_beyond_the_pool_size_wait_for_a_connection(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(redis_nodes, redis_pool_size=POOL_SIZE, cache_capacity=0)
+    manager = RedisManager(settings)
+    counter = VisitCounter(settings, manager)
+    await manager.start()
+    await counter.start()
+    try:
+        for number in range(30):
+            for _ in range(number % 3 + 1):
+                counter.record_visit(f"pooled-{number}")
+        await counter.flush()
+        pages = [f"pooled-{number % 30}" for number in range(600)]
+        counts = await asyncio.gather(*(counter.get_visits(page) for page in pages))
+        assert [count.visits for count in counts] == [number % 30 % 3 + 1 for number in range(600)]
+        assert not any(count.stale for count in counts)
+        assert all(manager.node_status().values())
+        assert all(service_connections(node) <= POOL_SIZE for node in redis_nodes)
+    finally:
+        await counter.aclose()
+        await manager.aclose()
