@@ -78,7 +78,7 @@ class RedisManager:
             self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
         self.identities = NodeIdentities()
         self._checker = PeriodicTask(
-            "redis-health-checks", self._check_all_steps, settings.health_check_interval_seconds
+            "redis-health-checks", self.check_all, settings.health_check_interval_seconds
         )
 
     @property
@@ -180,9 +180,6 @@ class RedisManager:
         results = await asyncio.gather(*(self.check(name) for name in self._clients))
         self.identities.compare_new_ones()
         return dict(zip(self._clients, results, strict=True))
-
-    async def _check_all_steps(self) -> None:
-        await self.check_all()
 
     async def start(self) -> None:
         """Check every node once, then keep checking in the background."""

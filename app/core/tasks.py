@@ -34,7 +34,7 @@ class PeriodicTask:
     def __init__(
         self,
         name: str,
-        step: Callable[[], Awaitable[None]],
+        step: Callable[[], Awaitable[object]],
         interval: float,
         *,
         run_first: bool = False,

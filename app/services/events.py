@@ -74,7 +74,6 @@ class NodeEvents:
         self._client = client
         self._on_event = on_event
         self._on_subscribed = on_subscribed
-        self.subscribed = asyncio.Event()  # set while a subscription is live
         self.attempted = asyncio.Event()  # set once the first session has tried
         self._task = PeriodicTask(f"events-{name}", self._session, POLL_SECONDS, run_first=True)
 
@@ -88,7 +87,6 @@ class NodeEvents:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(EVENTS_CHANNEL)
-            self.subscribed.set()
             await self._on_subscribed()
             self.attempted.set()
             while not self._task.stopping.is_set():
@@ -98,7 +96,6 @@ class NodeEvents:
         except Exception as exc:  # the next session resubscribes
             logger.debug("events channel on %s: %r; resubscribing", self.name, exc)
         finally:
-            self.subscribed.clear()
             self.attempted.set()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -107,7 +108,12 @@ class VisitCounter:
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._flusher = PeriodicTask("flusher", self._flush_cycle, settings.batch_interval_seconds)
         self._events = {
-            name: NodeEvents(name, manager.client(name), self._on_event, self._floor_reader(name))
+            name: NodeEvents(
+                name,
+                manager.client(name),
+                self._on_event,
+                functools.partial(self._learn_floor, name),
+            )
             for name in manager.names
         }
         self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
@@ -142,10 +148,13 @@ class VisitCounter:
         if any(not outbox.empty for outbox in self._outboxes.values()):
             self._flusher.wake()
 
-    async def aclose(self) -> None:
-        """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
+    async def _stop_background(self) -> None:
         await self._flusher.aclose()
         await asyncio.gather(*(events.aclose() for events in self._events.values()))
+
+    async def aclose(self) -> None:
+        """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
+        await self._stop_background()
         try:
             async with asyncio.timeout(self._settings.shutdown_flush_timeout_seconds):
                 await self.flush()
@@ -171,8 +180,7 @@ class VisitCounter:
         For crash tests: only the background tasks are stopped first, so nothing of
         this counter runs after the crash point.
         """
-        await self._flusher.aclose()
-        await asyncio.gather(*(events.aclose() for events in self._events.values()))
+        await self._stop_background()
         await asyncio.gather(*self._drains.values(), return_exceptions=True)
         if self.visit_log is not None:
             self.visit_log.close(remove=False)
@@ -280,12 +288,6 @@ class VisitCounter:
 
     # -- floors ----------------------------------------------------------------
 
-    def _floor_reader(self, name: str) -> Callable[[], Awaitable[None]]:
-        async def read_floor() -> None:
-            await self._learn_floor(name)
-
-        return read_floor
-
     async def _learn_floor(self, name: str) -> None:
         """Read the node's reset count once (raises NodeUnavailableError)."""
         if self._floors[name] is not None:
@@ -299,10 +301,6 @@ class VisitCounter:
             # and a segment must never mix them with lines tagged with the floor itself.
             self._unknown_tags_logged = False
             self._distribute()
-
-    def floor(self, node: str) -> int | None:
-        """The node's reset count as read before this process counted (None: not yet read)."""
-        return self._floors[node]
 
     def _via(self, node: str) -> str:
         return f"redis_{self._manager.port(node)}"
@@ -518,8 +516,9 @@ class VisitCounter:
         for page_id, (count, _) in batch.increments.items():
             self.pending[page_id] = self.pending.get(page_id, 0) + count
             if self.visit_log is not None:
+                tag = self._tag(page_id, self.ring.owner(page_id))
                 for _ in range(count):
-                    self.visit_log.append(page_id, self._tag(page_id, self.ring.owner(page_id)))
+                    self.visit_log.append(page_id, tag)
         self.journal.acknowledge(batch)
 
     def _journal_everything(self) -> tuple[int, int, bool]:

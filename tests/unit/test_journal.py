@@ -18,6 +18,7 @@ from app.services.batch import Batch
 from app.services.journal import Journal, JournalError
 from app.services.journal_format import encode_record
 from app.services.quarantine import quarantined
+from tests.support.child import run_python
 
 
 def owner_of(page_id: str) -> str:
@@ -25,7 +26,6 @@ def owner_of(page_id: str) -> str:
     return "redis://a:6379" if page_id < "m" else "redis://b:6379"
 
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE_A = "redis://127.0.0.1:7070"
 NODE_B = "redis://127.0.0.1:7071"
 
@@ -332,14 +332,7 @@ def test_a_short_write_does_not_corrupt_the_next_record(directory: Path) -> None
     # A real partial write (RLIMIT_FSIZE stands in for a nearly full disk), in a child
     # process so the limit cannot touch pytest's own files. Batch 3 was appended and
     # fsynced successfully, so it must survive a restart.
-    child = subprocess.run(
-        [sys.executable, "-c", SHORT_WRITE, str(directory)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    child = run_python(SHORT_WRITE, str(directory))
     assert child.returncode == 0, child.stderr
     assert "short write" in child.stdout
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.services.visit_log import SegmentCounts, SegmentRead, VisitLog, read_segment, segments_of
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.child import run_python
 
 
 @pytest.fixture
@@ -219,14 +216,7 @@ SHORT_VISIT_WRITE = textwrap.dedent(
 
 def test_a_short_write_refuses_the_visit_and_leaves_no_partial_line(directory: Path) -> None:
     # Left in place, "sec" would run into the next line and count a visit to "secthird".
-    child = subprocess.run(
-        [sys.executable, "-c", SHORT_VISIT_WRITE, str(directory)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    child = run_python(SHORT_VISIT_WRITE, str(directory))
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith("refused: short write"), child.stdout
 
