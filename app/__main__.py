@@ -3,7 +3,8 @@
   serve        serve the API (what `make run` uses)
   ring owner   which node holds a page
   ring stats   pages per node for a sample of page ids, and the imbalance
-  nodes        PING every configured node; exit 1 if any is down
+  nodes        PING every node; `nodes status|plan|add|remove` change the node set
+               online (app/cli/nodes.py)
   journal quarantine   list damaged journal files kept in DATA_DIR/journal/quarantine,
                or clear one incident (--clear NAME); exit 1 if any is listed
   load         a bounded loopback load test that checks the counts (app/cli/load.py)
@@ -24,13 +25,13 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import uvicorn
 
-from app.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings, redact_url
+from app.cli import nodes as nodes_cli
+from app.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings
 from app.core.connection_limits import check_open_files
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.embedded_nodes import NodeStartError, RedisNodeProcess
@@ -40,6 +41,7 @@ from app.core.logging import configure_logging
 from app.core.page_id import validate_page_id
 from app.core.redis_manager import RedisManager
 from app.services.quarantine import clear, quarantined
+from app.topology.nodeset import NodeSet, TopologyError
 
 logger = logging.getLogger("app.cli")
 
@@ -64,6 +66,11 @@ def serve(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if settings.uses_embedded_nodes:
             _start_embedded_nodes(settings, stack)
+        try:
+            asyncio.run(_check_nodes(settings))
+        except TopologyError as exc:
+            print(f"visit-counter: {exc}", file=sys.stderr)
+            return 2
         uvicorn.run(
             "app.main:app",
             host=args.host,
@@ -77,20 +84,41 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def ring_for(settings: Settings) -> ConsistentHashRing:
-    """The service's ring: the node names are the URLs as RedisManager names them."""
-    return ConsistentHashRing(
-        [redact_url(url) for url in settings.redis_nodes], settings.virtual_nodes
-    )
+async def _check_nodes(settings: Settings) -> None:
+    """Before any worker starts: refuse nodes that cannot form a ring (one line, exit 2),
+    and store the first topology if none is (what each worker's start does too)."""
+    manager = RedisManager(settings)
+    nodes = NodeSet(settings, manager)
+    try:
+        await nodes.start()
+    finally:
+        await nodes.aclose()
+        await manager.aclose()
+
+
+def ring_for(settings: Settings, *, listed: bool) -> ConsistentHashRing:
+    """The service's ring: the topology stored on the nodes (the new ring during a move),
+    or, when no node answers or none holds one (or `listed`), the ring a first start
+    would store for REDIS_NODES."""
+
+    async def peek() -> ConsistentHashRing:
+        manager = RedisManager(settings)
+        try:
+            return (await NodeSet(settings, manager).peek(ask_nodes=not listed)).write_ring
+        finally:
+            await manager.aclose()
+
+    ring: ConsistentHashRing = asyncio.run(peek())
+    return ring
 
 
 def ring_owner(args: argparse.Namespace) -> int:
-    print(ring_for(load_settings()).owner(validate_page_id(args.page_id)))
+    print(ring_for(load_settings(), listed=args.listed).owner(validate_page_id(args.page_id)))
     return 0
 
 
 def ring_stats(args: argparse.Namespace) -> int:
-    ring = ring_for(load_settings())
+    ring = ring_for(load_settings(), listed=args.listed)
     counts = ring.distribution(f"page-{index}" for index in range(args.sample))
     mean = args.sample / len(counts)
     width = max(len(node) for node in counts)
@@ -99,33 +127,6 @@ def ring_stats(args: argparse.Namespace) -> int:
         print(f"{node:<{width}}  {count:>9}  {count / args.sample:6.1%}")
     print(f"imbalance (max/mean): {max(counts.values()) / mean:.3f}")
     return 0
-
-
-async def _ping_nodes(settings: Settings) -> list[tuple[str, bool, float, str | None]]:
-    manager = RedisManager(settings)
-
-    async def ping(name: str) -> tuple[str, bool, float, str | None]:
-        started = time.perf_counter()
-        up = await manager.check(name)  # PING within REDIS_TIMEOUT, retries as the service does
-        return name, up, time.perf_counter() - started, manager.health()[name].last_error
-
-    try:
-        return list(await asyncio.gather(*(ping(name) for name in manager.names)))
-    finally:
-        await manager.aclose()
-
-
-def nodes(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    logging.getLogger("app").setLevel(logging.ERROR)  # the table below says it all
-    results = asyncio.run(_ping_nodes(settings))
-    width = max(len(name) for name, *_ in results)
-    for name, up, seconds, error in results:
-        detail = f"{seconds * 1000:.1f} ms" if up else (error or "no answer")
-        print(f"{name:<{width}}  {'up' if up else 'DOWN':<4}  {detail}")
-    down = sum(not up for _, up, _, _ in results)
-    print(f"{len(results) - down} of {len(results)} nodes up")
-    return 1 if down else 0
 
 
 def journal_quarantine(args: argparse.Namespace) -> int:
@@ -224,11 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many page ids (page-0 ... page-<N-1>) to place (default: %(default)s)",
     )
     stats_parser.set_defaults(handler=ring_stats)
+    for ring_command in (owner_parser, stats_parser):
+        ring_command.add_argument(
+            "--listed",
+            action="store_true",
+            help="place by REDIS_NODES as a first start would, without asking the nodes for "
+            "the stored topology",
+        )
 
-    nodes_parser = commands.add_parser(
-        "nodes", help="PING every configured node; exit status 1 if any is down"
-    )
-    nodes_parser.set_defaults(handler=nodes)
+    nodes_cli.add_parser(commands)
 
     journal_parser = commands.add_parser("journal", help="the on-disk journal (DATA_DIR/journal)")
     journal_commands = journal_parser.add_subparsers(dest="journal_command", required=True)

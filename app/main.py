@@ -34,6 +34,7 @@ from app.services.metrics_log import MetricsLogger
 from app.services.prometheus_dir import open_prometheus
 from app.services.rate_limit import rate_limiter_for
 from app.services.visit_counter import VisitCounter
+from app.topology.nodeset import NodeSet
 
 if TYPE_CHECKING:  # imported for real by open_prometheus, once its directory is set
     from app.services.prometheus_metrics import PrometheusMetrics
@@ -50,7 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
         # First: it raises the open-file limit, and refuses one that leaves no room.
         connection_guard = ConnectionGuard.for_process(settings)
         manager = RedisManager(settings)
-        counter = VisitCounter(settings, manager)
+        nodes = NodeSet(settings, manager)
+        await nodes.start()  # raises TopologyError: one line, start-up fails
+        counter = VisitCounter(settings, nodes)
         metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
         prometheus: PrometheusMetrics | None = None
         try:
@@ -79,7 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
             # Reverse order; each close is guarded so one failure never skips the next.
             # Prometheus closes after the engine, so the final flush is counted.
             last_metrics = [prometheus.aclose] if prometheus is not None else []
-            for close in (metrics_log.aclose, counter.aclose, *last_metrics, manager.aclose):
+            closes = (
+                metrics_log.aclose,
+                counter.aclose,
+                *last_metrics,
+                nodes.aclose,
+                manager.aclose,
+            )
+            for close in closes:
                 try:
                     await close()
                 except Exception:

@@ -123,8 +123,9 @@ def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
 
     Data goes under this test's tmp dir unless `data_dir` says where; the Prometheus
     files go to `<tmp dir>/prometheus` (not /dev/shm) unless `prometheus_dir` does.
-    `open_files` is the (soft, hard) RLIMIT_NOFILE the service starts with; keyword
-    overrides are settings.
+    `open_files` is the (soft, hard) RLIMIT_NOFILE the service starts with; `app_dir` the
+    directory whose `app` package runs (default: this checkout); keyword overrides are
+    settings.
     """
     started: list[ServiceProcess] = []
 
@@ -133,12 +134,15 @@ def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
         workers: int = 1,
         data_dir: Path | None = None,
         open_files: tuple[int, int] | None = None,
+        app_dir: Path | None = None,
         **overrides: object,
     ) -> ServiceProcess:
         overrides = {"prometheus_dir": tmp_path / "prometheus", **overrides}
         env = service_env(nodes, data_dir or tmp_path / "data", **overrides)
         log_path = tmp_path / f"service-{len(started)}.log"
-        service = ServiceProcess(env, log_path, workers=workers, open_files=open_files)
+        service = ServiceProcess(
+            env, log_path, workers=workers, open_files=open_files, app_dir=app_dir
+        )
         service.start()
         started.append(service)
         return service

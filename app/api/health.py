@@ -20,6 +20,7 @@ from app.schemas.counter import (
     RedisStatus,
     ServiceStatus,
     ServiceStatusSummary,
+    TopologyStatus,
 )
 
 router = APIRouter(tags=["status"])
@@ -51,6 +52,7 @@ async def get_status(
         if not node_status[name]
     }
     prometheus = runtime.prometheus
+    topology = runtime.counter.topology
     metrics_status = (
         None
         if prometheus is None
@@ -61,6 +63,12 @@ async def get_status(
         uptime=str(datetime.now(UTC) - runtime.started_at),
         total_requests=runtime.request_stats.total_requests,
         redis_status=RedisStatus(
+            topology=TopologyStatus(
+                version=topology.version,
+                state=topology.state,
+                members=list(topology.members),
+                moving_from=None if topology.previous is None else list(topology.previous),
+            ),
             nodes=len(node_status),
             healthy_nodes=sum(node_status.values()),
             node_status=node_status,

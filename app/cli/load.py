@@ -38,12 +38,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.cli.progress import draw_bar
 from app.core.page_id import validate_page_id
 
 _READ_CONCURRENCY = 16
 _POLL_SECONDS = 0.2
 _REQUEST_TIMEOUT = 10.0
-_BAR_WIDTH = 30
 
 
 class NotLoopbackError(ValueError):
@@ -197,13 +197,7 @@ def progress_bar(total: int, stream: TextIO) -> Progress:
     """A one-line bar redrawn in place (carriage return), e.g. `[#####     ] 50/100 1234/s`."""
 
     def draw(sent: int, elapsed: float, final: bool) -> None:
-        filled = _BAR_WIDTH * sent // total if total else _BAR_WIDTH
-        rate = sent / elapsed if elapsed > 0 else 0.0
-        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-        stream.write(f"\r[{bar}] {sent}/{total} {rate:,.0f} visits/s")
-        if final:
-            stream.write("\n")
-        stream.flush()
+        draw_bar(stream, sent, total, elapsed, "visits", final=final)
 
     return draw
 

@@ -31,15 +31,19 @@ NODE_KEY = "vc:node"
 # A node whose identity is younger than its oldest peer's by more than this is suspect.
 NEW_NODE_GRACE_SECONDS = 300
 
-# KEYS: [node hash]; ARGV: [new id]. Returns [id, created (node clock, s), 1 if created now].
+TOPOLOGY_KEY = "vc:topology"  # the stored topology (app/topology/document.py)
+
+# KEYS: [node hash, topology hash]; ARGV: [new id].
+# Returns [id, created (node clock, s), 1 if created now, the topology version it holds].
 IDENTITY_LUA = """
+local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
 local found = redis.call('HMGET', KEYS[1], 'id', 'created')
 if found[1] then
-  return {found[1], tonumber(found[2] or '0'), 0}
+  return {found[1], tonumber(found[2] or '0'), 0, version}
 end
 local now = tonumber(redis.call('TIME')[1])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created', now)
-return {ARGV[1], now, 1}
+return {ARGV[1], now, 1, version}
 """
 
 
@@ -48,6 +52,7 @@ class NodeIdentity:
     id: str
     created: int  # seconds, on the node's clock
     created_now: bool  # this very call gave the node its identity
+    topology_version: int = 0  # of the topology the node holds (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +70,19 @@ class NodeIdentities:
         self._known: dict[str, NodeIdentity] = {}
         self._compared: set[str] = set()
         self.replaced: dict[str, ReplacedNode] = {}
+        # Nodes that joined through `nodes add`: young by design, their pages were moved in.
+        self.joined: set[str] = set()
 
     async def read(self, client: Redis) -> NodeIdentity:
         """The node's identity, given one if it has none yet (one script call)."""
-        reply = await client.eval(IDENTITY_LUA, 1, NODE_KEY, secrets.token_hex(8))
+        reply = await client.eval(IDENTITY_LUA, 2, NODE_KEY, TOPOLOGY_KEY, secrets.token_hex(8))
         node_id = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        return NodeIdentity(id=node_id, created=int(reply[1]), created_now=bool(int(reply[2])))
+        return NodeIdentity(
+            id=node_id,
+            created=int(reply[1]),
+            created_now=bool(int(reply[2])),
+            topology_version=int(reply[3]),
+        )
 
     def observe(self, name: str, identity: NodeIdentity) -> None:
         previous = self._known.get(name)
@@ -92,7 +104,7 @@ class NodeIdentities:
             return
         oldest = min(identity.created for identity in self._known.values())
         for name, identity in self._known.items():
-            if name in self._compared:
+            if name in self._compared or name in self.joined:
                 continue
             self._compared.add(name)
             if identity.created - oldest > NEW_NODE_GRACE_SECONDS:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app.core import node_config
-from app.core.config import Settings, redact_url
+from app.core.config import Settings
 from app.core.node_identity import NodeIdentities
 from app.core.tasks import PeriodicTask
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class NodeHealth:
-    """What is known of one node. `name` is its URL with any password redacted."""
+    """What is known of one node. `name` is its ring label (app/topology/identity.py)."""
 
     name: str
     port: int
@@ -51,35 +52,60 @@ class NodeHealth:
 
 
 class RedisManager:
-    """One async client (and connection pool) per configured node."""
+    """One async client (and connection pool) per node of the node set.
+
+    Which nodes those are is decided by the node set (`app/topology/nodeset.py`),
+    which adds and removes them here as the stored topology changes.
+    """
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self.call_budget = settings.redis_connect_timeout + settings.redis_timeout
         self._clients: dict[str, Redis] = {}
         self._health: dict[str, NodeHealth] = {}
-        for url in settings.redis_nodes:
-            name = redact_url(url)
-            pool = BlockingConnectionPool.from_url(
-                url,
-                max_connections=settings.redis_pool_size,
-                timeout=settings.redis_timeout,  # waiting for a free connection
-                password=settings.redis_password or None,
-                db=settings.redis_db,
-                socket_timeout=settings.redis_timeout,
-                socket_connect_timeout=settings.redis_connect_timeout,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
-                # A pooled connection the peer reset surfaces from uvloop as a RuntimeError
-                # ("the handler is closed"): drop that connection and retry on a new one.
-                retry_on_error=[RuntimeError],
-                health_check_interval=0,
-                driver_info=None,  # no CLIENT SETINFO: one round trip less per new connection
-            )
-            self._clients[name] = Redis.from_pool(pool)
-            self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
         self.identities = NodeIdentities()
+        # Told of the topology version each health check finds on a node (the node set).
+        self.on_topology_version: Callable[[str, int], None] | None = None
         self._checker = PeriodicTask(
             "redis-health-checks", self.check_all, settings.health_check_interval_seconds
         )
+
+    def connect(self, url: str) -> Redis:
+        """A client for `url` with the service's timeouts, pool size and retries."""
+        settings = self._settings
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.redis_pool_size,
+            timeout=settings.redis_timeout,  # waiting for a free connection
+            password=settings.redis_password or None,
+            db=settings.redis_db,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_connect_timeout,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_retry_attempts),
+            # A pooled connection the peer reset surfaces from uvloop as a RuntimeError
+            # ("the handler is closed"): drop that connection and retry on a new one.
+            retry_on_error=[RuntimeError],
+            health_check_interval=0,
+            driver_info=None,  # no CLIENT SETINFO: one round trip less per new connection
+        )
+        return Redis.from_pool(pool)
+
+    def add_node(self, name: str, url: str) -> None:
+        """Start using the node at `url` as ring node `name` (no I/O until first used)."""
+        if name in self._clients:
+            return
+        self._clients[name] = self.connect(url)
+        self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
+
+    async def remove_node(self, name: str) -> None:
+        """Stop using a node that left the node set; close its pool."""
+        client = self._clients.pop(name, None)
+        self._health.pop(name, None)
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:
+                logger.exception("closing the client of %s failed", name)
 
     @property
     def names(self) -> list[str]:
@@ -101,14 +127,18 @@ class RedisManager:
         return {name: state.healthy is True for name, state in self._health.items()}
 
     def mark_up(self, name: str) -> None:
-        state = self._health[name]
+        state = self._health.get(name)
+        if state is None:
+            return  # the node left the node set while the call that reports it ran
         if state.healthy is not True:
             logger.info("redis node up: %s", name)
             state.healthy, state.last_error = True, None
             state.changed_at = datetime.now(UTC)
 
     def mark_down(self, name: str, error: BaseException | str) -> None:
-        state = self._health[name]
+        state = self._health.get(name)
+        if state is None:
+            return  # the node left the node set while the call that reports it ran
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         state.last_error = reason
         if state.healthy is not False:
@@ -122,14 +152,22 @@ class RedisManager:
         Any error but cancellation marks it down: a peer reset can surface from
         uvloop as a RuntimeError, and a health check must never die of it.
         """
+        client = self._clients.get(name)
+        if client is None:
+            return False  # left the node set meanwhile
         try:
             async with asyncio.timeout(self.call_budget):
-                identity = await self.identities.read(self._clients[name])
+                identity = await self.identities.read(client)
         except Exception as exc:
-            self.mark_down(name, exc)
+            if name in self._health:
+                self.mark_down(name, exc)
+            return False
+        if name not in self._health:
             return False
         self.mark_up(name)
         self.identities.observe(name, identity)
+        if self.on_topology_version is not None:
+            self.on_topology_version(name, identity.topology_version)
         await self._check_config(name)
         return True
 
@@ -177,9 +215,10 @@ class RedisManager:
         }
 
     async def check_all(self) -> dict[str, bool]:
-        results = await asyncio.gather(*(self.check(name) for name in self._clients))
+        names = list(self._clients)
+        results = await asyncio.gather(*(self.check(name) for name in names))
         self.identities.compare_new_ones()
-        return dict(zip(self._clients, results, strict=True))
+        return dict(zip(names, results, strict=True))
 
     async def start(self) -> None:
         """Check every node once, then keep checking in the background."""
@@ -189,11 +228,8 @@ class RedisManager:
     async def aclose(self) -> None:
         """Stop health checks and close every pool; one failure never skips the rest."""
         await self._checker.aclose()
-        for name, client in self._clients.items():
-            try:
-                await client.aclose()
-            except Exception:
-                logger.exception("closing the client of %s failed", name)
+        for name in list(self._clients):
+            await self.remove_node(name)
 
 
 def _config_value(reply: object, key: str) -> str | None:

@@ -62,7 +62,21 @@ class CounterMetrics(BaseModel):
     last_batch_write: datetime | None
 
 
+class TopologyStatus(BaseModel):
+    """The node set this worker routes by (stored on the nodes; app/topology/document.py)."""
+
+    version: int
+    state: Literal["stable", "preparing", "moving"] = Field(
+        description="`preparing` and `moving`: a `nodes add|remove` is under way."
+    )
+    members: list[str] = Field(description="Ring labels of the nodes, in order.")
+    moving_from: list[str] | None = Field(
+        description="During a move, the node set it started from; null otherwise."
+    )
+
+
 class RedisStatus(BaseModel):
+    topology: TopologyStatus
     nodes: int
     healthy_nodes: int
     node_status: dict[str, bool]

@@ -28,9 +28,11 @@ node that replaced a lost one still hands out epochs above every tag in use.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
+
+from app.core.node_identity import TOPOLOGY_KEY as TOPOLOGY_KEY
 
 PAGE_KEY_PREFIX = "visits:"
 APPLIED_KEY = "vc:batches"
@@ -52,10 +54,35 @@ class Batch:
     seq: int
     node: str
     increments: Mapping[str, tuple[int, int]]  # page -> (count, tag)
+    # The topology version it was routed at (app/topology/document.py); 0: release 1.
+    version: int = 0
 
     @property
     def visits(self) -> int:
         return sum(count for count, _ in self.increments.values())
+
+    @property
+    def mark(self) -> str:
+        """The field of the node's applied hash for this batch: per writer *and* ring node,
+        so one ring node's batch never passes for another's retry on a shared server."""
+        return f"{self.writer}|{self.node}"
+
+    def rerouted(self, owner_of: Callable[[str], str], version: int) -> list[Batch]:
+        """This batch split by today's owners, after a node refused its stale routing.
+
+        Deterministic: the parts take the writer `<writer>><node>` and the same seq,
+        so rerouting the same batch again (a retry, a journal replayed twice) gives
+        the same batches, which the new owners' applied marks store once. Tags are
+        kept: the new owner holds the page's epochs (the mover copied them).
+        """
+        parts: dict[str, dict[str, tuple[int, int]]] = {}
+        for page_id, count_tag in self.increments.items():
+            parts.setdefault(owner_of(page_id), {})[page_id] = count_tag
+        writer = f"{self.writer}>{self.node}"
+        return [
+            Batch(writer=writer, seq=self.seq, node=node, increments=incs, version=version)
+            for node, incs in parts.items()
+        ]
 
     def with_floor(self, floor: int) -> Batch:
         """This batch with every `UNKNOWN_TAG` resolved to `floor` (itself when none is)."""
@@ -66,7 +93,7 @@ class Batch:
             page: (count, floor if tag == UNKNOWN_TAG else tag)
             for page, (count, tag) in increments.items()
         }
-        return Batch(writer=self.writer, seq=self.seq, node=self.node, increments=resolved)
+        return replace(self, increments=resolved)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -75,6 +102,7 @@ class Batch:
                 "seq": self.seq,
                 "node": self.node,
                 "inc": {page: list(pair) for page, pair in self.increments.items()},
+                "tv": self.version,
             },
             separators=(",", ":"),
         )
@@ -94,6 +122,7 @@ class Batch:
                 str(page): (int(count), int(epoch))
                 for page, (count, epoch) in record["inc"].items()
             },
+            version=int(record.get("tv", 0)),
         )
 
 
@@ -114,22 +143,32 @@ local function reset_count(epochs_key, resets_key)
 end
 """
 
-# KEYS: [applied hash, epochs hash, resets count, page keys...]
-# ARGV: [writer, seq, channel, then count and tag for each page key, in order]
-# Returns [1 = applied | 0 = already applied, then per page: new count or -1, epoch].
+# KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...]
+# ARGV: [writer, seq, channel, mark field, topology version, release 1's mark field (the
+#        writer alone; "" when the batch is sent to another node than its own), then
+#        count and tag per page]
+# Returns [1 = applied, then per page: new count or -1, epoch] | [0] (applied before)
+# | [2, write floor] (sealed at a topology version whose routing is gone: re-route it).
+# The applied check comes first: a batch stored before a move is a duplicate, not stale.
 APPLY_BATCH_LUA = (
     _RESET_COUNT_LUA
     + """
-local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
+-- Release 1 kept the mark under the writer alone; its journals may still replay.
+local legacy = tonumber(redis.call('HGET', KEYS[1], ARGV[6]) or '0')
 local seq = tonumber(ARGV[2])
-if seq <= last then
+if seq <= last or seq <= legacy then
   return {0}
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local write_floor = tonumber(redis.call('HGET', KEYS[4], 'write_floor') or '0')
+if tonumber(ARGV[5]) < write_floor then
+  return {2, write_floor}
+end
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
 local prefix_len = string.len('__PAGE_KEY_PREFIX__')
 local pages = {}
-for i = 4, #KEYS do
-  pages[i - 3] = string.sub(KEYS[i], prefix_len + 1)
+for i = 5, #KEYS do
+  pages[i - 4] = string.sub(KEYS[i], prefix_len + 1)
 end
 -- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
 local epochs = {}
@@ -145,10 +184,10 @@ local stored = {}
 local highest_tag = 0
 for i = 1, #pages do
   local current = tonumber(epochs[i] or '0')
-  local tag = tonumber(ARGV[3 + 2 * i])
+  local tag = tonumber(ARGV[6 + 2 * i])
   highest_tag = math.max(highest_tag, tag)
   if current <= tag then
-    local value = redis.call('INCRBY', KEYS[i + 3], ARGV[2 + 2 * i])
+    local value = redis.call('INCRBY', KEYS[i + 4], ARGV[5 + 2 * i])
     stored[pages[i]] = value
     out[#out + 1] = value
   else
@@ -166,26 +205,52 @@ return out
 """.replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
 )
 
-# KEYS: [page key, epochs hash, resets count]; ARGV: [page id, channel]. Returns the new epoch.
+# KEYS: [page key, epochs hash, resets count, topology hash, move's out, in and cutoff hashes]
+# ARGV: [page id, channel, topology version, least epoch, publish (1/0), cutoff]
+# Returns [1, new epoch] | [0, reset floor] (sent at a version whose owners are gone).
+# During a move a page is reset on its old owner, then on its new one with the old
+# owner's epoch as least epoch and cutoff (see app/topology/scripts.py); the amounts
+# the mover took (out) or handed in (in) for the page are cleared with its count.
 RESET_PAGE_LUA = (
     _RESET_COUNT_LUA
     + """
+local reset_floor = tonumber(redis.call('HGET', KEYS[4], 'reset_floor') or '0')
+if tonumber(ARGV[3]) < reset_floor then
+  return {0, reset_floor}
+end
 local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local epoch = math.max(reset_count(KEYS[2], KEYS[3]), current) + 1
+epoch = math.max(epoch, tonumber(ARGV[4]))
 redis.call('SET', KEYS[3], epoch)
 redis.call('HSET', KEYS[2], ARGV[1], epoch)
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
-return epoch
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+local cutoff = tonumber(ARGV[6])
+if cutoff > tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[7], ARGV[1], cutoff)
+end
+if ARGV[5] == '1' then
+  redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
+end
+return {1, epoch}
 """
 )
 
 # KEYS: [epochs hash, resets count]. Returns the node's reset count (a writer's floor).
 RESET_COUNT_LUA = _RESET_COUNT_LUA + "return reset_count(KEYS[1], KEYS[2])\n"
 
-# KEYS: [page key, applied hash]; ARGV: [writer]. Returns [stored count, writer's applied seq].
+# KEYS: [page key, applied hash, topology hash, move's out or in hash (or any name)]
+# ARGV: [mark field, page id, role: 1 = the move's source, -1 = its target, 0]
+# Returns [stored count, the writer's applied seq, the node's topology version]. While a
+# page moves, its count is (source count + out) + (target count - in): see scripts.py.
 READ_PAGE_LUA = """
 local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+local role = tonumber(ARGV[3])
+if role ~= 0 then
+  value = value + role * tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0')
+end
 local applied = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-return {value, applied}
+local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+return {value, applied, version}
 """

@@ -62,3 +62,7 @@ class StoredCountCache:
 
     def discard(self, page_id: str) -> None:
         self._entries.pop(page_id, None)
+
+    def clear(self) -> None:
+        """Forget every entry (the counts may live on other nodes now)."""
+        self._entries.clear()

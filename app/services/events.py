@@ -1,4 +1,4 @@
-"""Following one node's events channel: resets and stored counts from other workers.
+"""Following one node's events channel: resets, stored counts and topology changes.
 
 One `NodeEvents` per node runs as a `PeriodicTask` whose step is one
 subscription session: subscribe, call `on_subscribed` (the counter reads the
@@ -41,7 +41,12 @@ class StoredEvent:
     values: dict[str, int]  # page -> stored count
 
 
-Event = ResetEvent | StoredEvent
+@dataclass(frozen=True, slots=True)
+class TopologyEvent:
+    version: int  # a new topology was stored on the node (app/topology/store.py)
+
+
+Event = ResetEvent | StoredEvent | TopologyEvent
 
 
 def parse_event(data: bytes | str) -> Event | None:
@@ -55,6 +60,8 @@ def parse_event(data: bytes | str) -> Event | None:
             # cjson encodes an empty table as [].
             counts = {str(p): int(v) for p, v in values.items()} if isinstance(values, dict) else {}
             return StoredEvent(str(event.get("writer")), counts)
+        if event.get("type") == "topology":
+            return TopologyEvent(int(event["version"]))
     except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("events channel: ignoring a message that cannot be read: %r", data[:200])
     return None

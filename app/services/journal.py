@@ -35,6 +35,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from app.services.batch import Batch
 from app.services.journal_format import (
@@ -45,9 +46,23 @@ from app.services.journal_format import (
     split_damaged,
 )
 from app.services.quarantine import DamagedLine, FileDamage, quarantine
-from app.services.visit_log import SegmentCounts, read_segment, segments_of
+from app.services.visit_log import (
+    SegmentCounts,
+    read_segment,
+    segment_versions,
+    segments_of,
+    version_of,
+    versions_path,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class Placement(Protocol):
+    """Where pages go: a ring of the topology (app/core/consistent_hash.py)."""
+
+    def owner(self, key: str) -> str: ...
+
 
 BatchKey = tuple[str, int, str]  # writer, seq, node
 
@@ -72,6 +87,10 @@ class Journal:
     def outstanding(self) -> int:
         """Batches written here and not yet acknowledged."""
         return len(self._outstanding)
+
+    def fileno(self) -> int:
+        """The open file's descriptor (fault tests swap in a full device with dup2)."""
+        return self._require_open()
 
     @property
     def is_open(self) -> bool:
@@ -136,12 +155,13 @@ class Journal:
             # Harmless: the batch replays idempotently if this process dies.
             logger.warning("could not record the acknowledgement of batch %s", key)
 
-    def claim_orphans(self, owner_of: Callable[[str], str]) -> list[tuple[Batch, int]]:
+    def claim_orphans(self, ring_at: Callable[[int], Placement]) -> list[tuple[Batch, int]]:
         """Take over the files of dead writers: copy their unsent batches here.
 
         A dead writer's batches come from its journal and, when it ran with
         JOURNAL_VISITS, from its visit-log segments: segment N becomes one batch
-        per owner node with seq N, except where a journaled batch for that node
+        per owner node with seq N (owners and version: the topology the writer routed
+        segment N at, see `VisitLog.mark_version`), except where a journaled batch for that node
         already covers it. Each orphan file is locked, copied (fsync) and only
         then removed, so a crash at any point leaves every batch in at least one
         file, and replaying a batch twice is harmless (same writer and seq).
@@ -164,22 +184,28 @@ class Journal:
                     continue  # its writer is alive
                 if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue
-                claimed.extend(self._claim(path, path.name.removesuffix(".jsonl"), owner_of))
+                claimed.extend(self._claim(path, path.name.removesuffix(".jsonl"), ring_at))
             finally:
                 os.close(fd)
         return claimed
 
     def _claim(
-        self, path: Path, writer: str, owner_of: Callable[[str], str]
+        self, path: Path, writer: str, ring_at: Callable[[int], Placement]
     ) -> list[tuple[Batch, int]]:
         """Copy one dead writer's batches here; then remove its files, or quarantine them."""
         orphan = _read_orphan(path, writer)
         batches = orphan.batches
         damaged: list[tuple[Path, FileDamage]] = []
         segments = list(segments_of(self.directory, writer))
+        versions = segment_versions(self.directory, writer)
         for number, segment in segments:
             read = read_segment(segment)
-            batches.extend(_segment_batches(writer, number, read.counts, owner_of, orphan.covered))
+            version = version_of(versions, number)
+            batches.extend(
+                _segment_batches(
+                    writer, number, read.counts, ring_at(version), version, orphan.covered
+                )
+            )
             if read.damage:
                 size = segment.stat().st_size
                 damaged.append((segment, FileDamage(segment.name, "visit_log", size, read.damage)))
@@ -196,6 +222,7 @@ class Journal:
                 segment.unlink()
         if path not in moved:
             path.unlink()
+        versions_path(self.directory, writer).unlink(missing_ok=True)
         if batches:
             logger.info(
                 "journal replay: claimed %d batches (%d visits) from %s",
@@ -365,13 +392,16 @@ def _segment_batches(
     writer: str,
     number: int,
     counts: SegmentCounts,
-    owner_of: Callable[[str], str],
+    ring: Placement,
+    version: int,
     covered: dict[str, int],
 ) -> Iterator[Batch]:
     """Batches (seq `number`) for the parts of a segment no journaled batch covers."""
     by_node: dict[str, dict[str, tuple[int, int]]] = {}
     for page_id, counted in counts.items():
-        by_node.setdefault(owner_of(page_id), {})[page_id] = counted
+        by_node.setdefault(ring.owner(page_id), {})[page_id] = counted
     for node, increments in by_node.items():
         if number > covered.get(node, 0):
-            yield Batch(writer=writer, seq=number, node=node, increments=increments)
+            yield Batch(
+                writer=writer, seq=number, node=node, increments=increments, version=version
+            )

@@ -8,6 +8,7 @@ so the health map reacts before the next periodic check.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,9 +26,11 @@ from app.services.batch import (
     RESET_COUNT_LUA,
     RESET_PAGE_LUA,
     RESETS_KEY,
+    TOPOLOGY_KEY,
     Batch,
     page_key,
 )
+from app.topology.scripts import move_keys
 
 T = TypeVar("T")
 
@@ -36,11 +39,28 @@ T = TypeVar("T")
 class ApplyResult:
     """What the node did with a batch."""
 
-    applied: bool  # False: the node had applied this batch before (a retry)
+    applied: bool  # False: the node had applied this batch before (a retry), or refused it
     stored: dict[str, int]  # page -> count after this batch, for the pages it added to
     # page -> the node's epoch, for the pages whose increments it dropped: a reset the
     # writer had not heard of came after them (see batch.py)
     dropped: dict[str, int]
+    # The node's write floor when it refused the batch: it was routed at an older
+    # topology version (app/topology/document.py) and must be re-routed. None: not refused.
+    stale: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRead:
+    """One node's part of a page's count, and what the reader needs to trust it."""
+
+    count: int
+    applied_seq: int  # the node's applied mark for the mark field asked about
+    topology_version: int  # the version the node holds
+
+
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    epoch: int | None  # None: refused, the reset was sent at an older topology version
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +74,51 @@ class NodeStore:
     def __init__(self, manager: RedisManager) -> None:
         self._manager = manager
         self._scripts: dict[str, _NodeScripts] = {}
-        for name in manager.names:
-            client = manager.client(name)
-            self._scripts[name] = _NodeScripts(
+
+    def _for(self, name: str) -> _NodeScripts:
+        """The node's scripts, registered on its client when first used (nodes come and go)."""
+        scripts = self._scripts.get(name)
+        client = self._manager.client(name)
+        if scripts is None or scripts.apply.registered_client is not client:
+            scripts = _NodeScripts(
                 apply=client.register_script(APPLY_BATCH_LUA),
                 read=client.register_script(READ_PAGE_LUA),
                 reset=client.register_script(RESET_PAGE_LUA),
             )
+            self._scripts[name] = scripts
+        return scripts
 
-    async def apply(self, batch: Batch) -> ApplyResult:
-        """Apply `batch` on its node at most once (see `batch.py`); its tags must be known."""
+    async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult:
+        """Apply `batch` on its node at most once (see `batch.py`); its tags must be known.
+
+        `via`: send it to this node instead, for a batch whose node left the topology.
+        The mover copied the applied marks of a removed node to every node that
+        stayed, so the batch is found applied there, or refused and re-routed.
+        """
+        node = via or batch.node
         pages = list(batch.increments)
-        args: list[Any] = [batch.writer, batch.seq, EVENTS_CHANNEL]
+        # Release 1's mark (the writer alone) speaks for the node that holds it only.
+        legacy = batch.writer if node == batch.node else ""
+        args: list[Any] = [
+            batch.writer,
+            batch.seq,
+            EVENTS_CHANNEL,
+            batch.mark,
+            batch.version,
+            legacy,
+        ]
         for page_id in pages:
             args.extend(batch.increments[page_id])
-        keys = [APPLIED_KEY, EPOCHS_KEY, RESETS_KEY, *(page_key(page_id) for page_id in pages)]
-        reply = await self._call(batch.node, lambda: self._scripts[batch.node].apply(keys, args))
+        keys = [
+            APPLIED_KEY,
+            EPOCHS_KEY,
+            RESETS_KEY,
+            TOPOLOGY_KEY,
+            *(page_key(page_id) for page_id in pages),
+        ]
+        reply = await self._call(node, lambda: self._for(node).apply(keys, args))
+        if int(reply[0]) == 2:
+            return ApplyResult(applied=False, stored={}, dropped={}, stale=int(reply[1]))
         if int(reply[0]) == 0:
             return ApplyResult(applied=False, stored={}, dropped={})
         stored: dict[str, int] = {}
@@ -82,23 +131,43 @@ class NodeStore:
                 dropped[page_id] = epoch
         return ApplyResult(applied=True, stored=stored, dropped=dropped)
 
-    async def read(self, node: str, page_id: str, writer: str) -> tuple[int, int]:
-        """The page's stored count and the node's applied-batch mark for `writer`."""
-        reply = await self._call(
-            node,
-            lambda: self._scripts[node].read([page_key(page_id), APPLIED_KEY], [writer]),
-        )
-        return int(reply[0]), int(reply[1])
+    async def read(
+        self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None
+    ) -> PageRead:
+        """The node's part of the page's count (`role`: 1 the move's source, -1 its target)."""
+        _, out, _, in_, _ = move_keys(move)
+        keys = [page_key(page_id), APPLIED_KEY, TOPOLOGY_KEY, out if role > 0 else in_]
+        reply = await self._call(node, lambda: self._for(node).read(keys, [mark, page_id, role]))
+        return PageRead(int(reply[0]), int(reply[1]), int(reply[2]))
 
-    async def reset(self, node: str, page_id: str) -> int:
-        """Delete the page's count, give it a new epoch and tell every worker; return the epoch."""
-        reply = await self._call(
-            node,
-            lambda: self._scripts[node].reset(
-                [page_key(page_id), EPOCHS_KEY, RESETS_KEY], [page_id, EVENTS_CHANNEL]
-            ),
-        )
-        return int(reply)
+    async def reset(
+        self,
+        node: str,
+        page_id: str,
+        *,
+        version: int,
+        move: int | None = None,
+        least: int = 0,
+        publish: bool = True,
+    ) -> ResetResult:
+        """Delete the page's count and give it a new epoch (see RESET_PAGE_LUA).
+
+        With `publish`, every worker is told; `least` is also the cutoff for what the
+        mover took before this reset (the old owner's new epoch, during a move).
+        """
+        _, out, _, in_, cutoff = move_keys(move)
+        keys = [page_key(page_id), EPOCHS_KEY, RESETS_KEY, TOPOLOGY_KEY, out, in_, cutoff]
+        args: list[Any] = [page_id, EVENTS_CHANNEL, version, least, 1 if publish else 0, least]
+        reply = await self._call(node, lambda: self._for(node).reset(keys, args))
+        if int(reply[0]) == 0:
+            return ResetResult(epoch=None)
+        return ResetResult(epoch=int(reply[1]))
+
+    async def publish_reset(self, node: str, page_id: str, epoch: int) -> None:
+        """Tell the node's subscribers of a reset made in several steps (during a move)."""
+        event = json.dumps({"type": "reset", "page": page_id, "epoch": epoch})
+        client = self._manager.client(node)
+        await self._call(node, lambda: client.publish(EVENTS_CHANNEL, event))
 
     async def reset_count(self, node: str) -> int:
         """The node's reset count: every epoch it has handed out is at or below it.

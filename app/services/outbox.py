@@ -1,13 +1,19 @@
 """Per-node queue of increments on their way to the node. Pure bookkeeping, no I/O.
 
-Three stages, sent strictly in this order so a writer's seqs reach the node in
+Four stages, sent strictly in this order so a writer's seqs reach the node in
 increasing order (what the idempotency mark in `batch.py` relies on):
 
 1. `inflight`: the sealed batch being sent. Once sent it is never changed, only
    resent with the same writer and seq until the node acknowledges it.
-2. `spilled`: sealed batches written to the journal because the node was
+2. `sealed`: batches sealed ahead of their turn, kept in memory: the ones
+   another node refused after the topology changed, re-routed here
+   (`Batch.rerouted`; their writer ids are derived, so their order relative
+   to this writer's own batches does not matter), and this writer's own queue
+   sealed when the topology changed (only while nothing is spilled, so seqs
+   still reach the node in order; see `VisitCounter._on_topology`).
+3. `spilled`: sealed batches written to the journal because the node was
    unreachable for too long (their journal offsets, oldest first).
-3. `queued`: increments not sealed yet. New flushes merge into it, which keeps
+4. `queued`: increments not sealed yet. New flushes merge into it, which keeps
    memory at one entry per distinct page however long the node is away.
 """
 
@@ -24,22 +30,23 @@ class NodeOutbox:
         self.node = node
         self.inflight: Batch | None = None
         self.inflight_offset: int | None = None  # journal offset when inflight came from disk
+        self.sealed: deque[Batch] = deque()
         self.spilled: deque[int] = deque()
         self.queued: dict[str, int] = {}
 
     @property
     def empty(self) -> bool:
-        return self.inflight is None and not self.spilled and not self.queued
+        return self.inflight is None and not self.sealed and not self.spilled and not self.queued
 
     @property
     def pages_in_memory(self) -> int:
         inflight = len(self.inflight.increments) if self.inflight is not None else 0
-        return inflight + len(self.queued)
+        return inflight + sum(len(b.increments) for b in self.sealed) + len(self.queued)
 
     @property
     def visits_in_memory(self) -> int:
         inflight = self.inflight.visits if self.inflight is not None else 0
-        return inflight + sum(self.queued.values())
+        return inflight + sum(b.visits for b in self.sealed) + sum(self.queued.values())
 
     def add(self, increments: Mapping[str, int]) -> None:
         queued = self.queued
@@ -49,9 +56,12 @@ class NodeOutbox:
     def next_batch(
         self, seal: Callable[[dict[str, int]], Batch], read_spilled: Callable[[int], Batch]
     ) -> Batch | None:
-        """The batch to send now: the inflight one, else the oldest spilled, else seal the queue."""
+        """The batch to send now: the inflight one, else a sealed one, else the oldest
+        spilled, else seal the queue."""
         if self.inflight is None:
-            if self.spilled:
+            if self.sealed:
+                self.inflight = self.sealed.popleft()
+            elif self.spilled:
                 self.inflight_offset = self.spilled[0]
                 self.inflight = read_spilled(self.inflight_offset)
             elif self.queued:
@@ -95,19 +105,28 @@ class NodeOutbox:
         batch, self.queued = seal(self.queued), {}
         return batch
 
-    def pending_for(self, page_id: str, epoch: int, applied_seq: int, writer: str) -> int:
+    @property
+    def inflight_mark(self) -> str | None:
+        """The applied-hash field a reader asks the node about (see `pending_for`)."""
+        return None if self.inflight is None else self.inflight.mark
+
+    def pending_for(self, page_id: str, epoch: int, applied_seq: int) -> int:
         """This process's increments for `page_id` not yet in the node's count.
 
-        `applied_seq` is the node's mark for `writer`: an inflight batch at or
-        below it was applied already (its reply was lost) and is not added twice;
-        increments tagged below `epoch`, the newest reset this process knows of,
-        will be dropped by the node (that reset came after them) and are not
-        added either. Spilled batches live on disk and are not counted here.
+        `applied_seq` is the node's mark for the inflight batch (`inflight_mark`):
+        an inflight batch at or below it was applied already (its reply was lost)
+        and is not added twice; increments tagged below `epoch`, the newest reset
+        this process knows of, will be dropped by the node (that reset came after
+        them) and are not added either. Spilled batches live on disk and are not
+        counted here.
         """
         pending = self.queued.get(page_id, 0)
+        batches = list(self.sealed)
         inflight = self.inflight
-        if inflight is not None and not (inflight.writer == writer and inflight.seq <= applied_seq):
-            count_tag = inflight.increments.get(page_id)
+        if inflight is not None and inflight.seq > applied_seq:
+            batches.append(inflight)
+        for batch in batches:
+            count_tag = batch.increments.get(page_id)
             if count_tag is not None and count_tag[1] >= epoch:
                 pending += count_tag[0]
         return pending

@@ -216,6 +216,20 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.topology_version = Gauge(
+            "topology_version",
+            "The topology version the workers route by (the lowest: a worker behind shows).",
+            multiprocess_mode="livemin",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.topology_moving = Gauge(
+            "topology_moving",
+            "1 while a `nodes add|remove` is under way (preparing or moving), else 0.",
+            multiprocess_mode="livemax",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.node_replaced = Gauge(
             "node_replaced",
             "1 once the node is believed to have lost its data (see /status replaced_nodes).",
@@ -337,6 +351,9 @@ class PrometheusMetrics:
         self.pending_visits.set(counter.pending_visits())
         self.journal_batches.set(counter.journal_batches())
         self.journal_quarantined_files.set(len(counter.journal_damage()))
+        topology = counter.topology
+        self.topology_version.set(topology.version)
+        self.topology_moving.set(0 if topology.state == "stable" else 1)
         warnings = self._manager.config_warnings()
         replaced = self._manager.identities.replaced
         for node, up in self._manager.node_status().items():

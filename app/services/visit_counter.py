@@ -1,19 +1,12 @@
-"""The counting engine: buffer, flusher, cache, resets and the journal hooks.
+"""The counting engine's face: the hot path, reads, resets, and the node events.
 
 The hot path (`record_visit`) is a dict increment and never waits on Redis (G4).
-A background flusher moves the buffer into per-node outboxes and sends each node
-one idempotent batch at a time, nodes in parallel, so a hung node delays only its
-own pages (G1, G4). What a node cannot take stays in memory up to a cap per node,
-then goes to the journal (G5); at shutdown everything unsent is journaled and the
-next start replays it (G6). Resets are fenced by per-page epochs (G3).
-
-Floors (issue 9). Before it serves, the process reads each node's reset count
-(its *floor* for that node) right after subscribing to the node's events:
-every reset at or below it happened before this process accepted anything, so
-increments are tagged with at least the floor and such resets never drop them
-(`batch.py`). Later resets reach it as events. A node unreachable at start gets
-its floor at the first contact; until then its visits carry `UNKNOWN_TAG`,
-resolved to the floor when they are sent.
+The buffer is shipped to the nodes by `shipping.py` (flusher, drains, journal:
+G1, G4-G6); resets are fenced by per-page epochs and per-node floors
+(`fencing.py`, G3). This module wires those together, answers reads (stored
+count + this process's pending increments, from both owners while a page
+moves) and resets, and follows each node's events and the topology
+(app/topology/nodeset.py).
 """
 
 from __future__ import annotations
@@ -26,24 +19,25 @@ import os
 import re
 import secrets
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError, VisitNotKeptError
-from app.core.redis_manager import RedisManager
-from app.core.tasks import PeriodicTask
-from app.services.batch import UNKNOWN_TAG, Batch
+from app.services.batch import UNKNOWN_TAG
 from app.services.cache import StoredCountCache
-from app.services.events import Event, NodeEvents, ResetEvent
-from app.services.journal import Journal, JournalError
-from app.services.node_store import ApplyResult, NodeStore
+from app.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
+from app.services.fencing import ResetFencing
+from app.services.journal import Journal
+from app.services.node_store import NodeStore
 from app.services.outbox import NodeOutbox
 from app.services.quarantine import QuarantinedFile, quarantined
+from app.services.shipping import BatchObserver, Shipper
+from app.services.stats import CounterStats
 from app.services.visit_log import VisitLog
+from app.topology.document import Topology
+from app.topology.nodeset import NodeSet
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +51,6 @@ class VisitCount:
     stale: bool = False
 
 
-@dataclass(slots=True)
-class CounterStats:
-    visits_accepted: int = 0
-    batches_stored: int = 0
-    batches_failed: int = 0
-    batches_duplicate: int = 0
-    batches_journaled: int = 0
-    visits_stored: int = 0
-    last_batch_write: datetime | None = None
-
-
-# Told of every batch a node was sent: (node, "stored" | "duplicate" | "failed", seconds).
-BatchObserver = Callable[[str, str, float], None]
-
-
 def new_writer_id() -> str:
     """A name no other process, here or on another host, will ever use."""
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
@@ -79,44 +58,91 @@ def new_writer_id() -> str:
 
 
 class VisitCounter:
-    def __init__(self, settings: Settings, manager: RedisManager) -> None:
+    def __init__(self, settings: Settings, nodes: NodeSet) -> None:
         self._settings = settings
-        self._manager = manager
-        self._store = NodeStore(manager)
-        self.ring = ConsistentHashRing(manager.names, settings.virtual_nodes)
+        self._nodes = nodes
+        self._manager = nodes.manager
+        self._store = NodeStore(self._manager)
         self.cache = StoredCountCache(settings.cache_ttl_seconds, settings.cache_capacity)
         self.writer = new_writer_id()
         self.journal = Journal(settings.journal_dir, self.writer)
         self.stats = CounterStats()
         self.pending: dict[str, int] = {}
-        self._epochs: dict[str, int] = {}  # pages reset while it ran -> epoch it learned
-        # Per node: its reset count read before this process counted anything (None: not yet).
-        self._floors: dict[str, int | None] = dict.fromkeys(manager.names)
-        self._outboxes = {name: NodeOutbox(name) for name in manager.names}
-        # Flush number: a batch's seq is the flush that sealed it (see visit_log.py).
-        self._swap = 0
         self.visit_log = (
             VisitLog(settings.journal_dir, self.writer) if settings.journal_visits else None
         )
-        self._visit_log_failed = False
-        self._unknown_tags_logged = False  # the open segment has a line tagged UNKNOWN_TAG
-        # Per node: every increment from flushes up to this number is stored or journaled.
-        self._covered: dict[str, int] = dict.fromkeys(manager.names, 0)
-        self._refusing: set[str] = set()  # nodes whose visits cannot be kept right now
-        self._acks: dict[str, int] = dict.fromkeys(manager.names, 0)  # batches stored, per node
-        self._resets = 0
-        self._drains: dict[str, asyncio.Task[None]] = {}
-        self._flusher = PeriodicTask("flusher", self._flush_cycle, settings.batch_interval_seconds)
-        self._events = {
-            name: NodeEvents(
-                name,
-                manager.client(name),
-                self._on_event,
-                functools.partial(self._learn_floor, name),
-            )
-            for name in manager.names
-        }
-        self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
+        self._fencing = ResetFencing(self._store)
+        self._shipper = Shipper(
+            settings,
+            nodes,
+            self._store,
+            self._fencing,
+            self.journal,
+            self.visit_log,
+            self.stats,
+            self.cache,
+            self,
+            self.writer,
+        )
+        self._shipper.on_reset = self._hear_reset
+        self._shipper.on_retired = self._retire
+        self._refusing = self._shipper.refusing  # the same set, read on the hot path
+        self._resets = 0  # resets and topology changes seen: a read racing one is redone
+        self._events: dict[str, NodeEvents] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # closing nodes that left
+        self._started = False
+        nodes.subscribe(self._on_topology)
+
+    @property
+    def nodes(self) -> NodeSet:
+        """The node set this counter routes by."""
+        return self._nodes
+
+    @property
+    def topology(self) -> Topology:
+        return self._nodes.topology
+
+    @property
+    def ring(self) -> ConsistentHashRing:
+        """The ring increments go to now (the new one once a move's transfer has begun)."""
+        return self.topology.write_ring
+
+    @property
+    def batch_observer(self) -> BatchObserver | None:
+        return self._shipper.batch_observer
+
+    @batch_observer.setter
+    def batch_observer(self, observer: BatchObserver | None) -> None:
+        self._shipper.batch_observer = observer
+
+    def outbox(self, node: str) -> NodeOutbox:
+        """What this process holds for `node` (a seam for tests and reports)."""
+        return self._shipper.outboxes[node]
+
+    def _add_node(self, name: str) -> None:
+        if name in self._events:
+            return
+        self._fencing.add_node(name)
+        self._shipper.add_node(name)
+        self._events[name] = NodeEvents(
+            name,
+            self._manager.client(name),
+            self._on_event,
+            functools.partial(self._shipper.learn_floor, name),
+        )
+        if self._started:
+            self._events[name].start()
+
+    # -- the buffer (shipping.WriteBuffer) -------------------------------------
+
+    def take(self) -> dict[str, int]:
+        swapped, self.pending = self.pending, {}
+        return swapped
+
+    def give_back(self, increments: Mapping[str, int]) -> None:
+        pending = self.pending
+        for page_id, count in increments.items():
+            pending[page_id] = pending.get(page_id, 0) + count
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -129,28 +155,31 @@ class VisitCounter:
         """
         self.journal.open()
         if self.visit_log is not None:
-            self.visit_log.open(self._swap + 1)
+            self.visit_log.open(self._shipper.swap + 1)
+            self.visit_log.mark_version(self._shipper.swap + 1, self.topology.version)
+        for name in self.topology.nodes:
+            self._add_node(name)
+        self._started = True
         for events in self._events.values():
             events.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._manager.call_budget + 1):
                 await asyncio.gather(*(e.attempted.wait() for e in self._events.values()))
-        unknown = [name for name, floor in self._floors.items() if floor is None]
+        unknown = self._fencing.unknown_floors()
         if unknown:
             logger.warning("reset counts not read yet (nodes unreachable): %s", ", ".join(unknown))
-        for batch, offset in self.journal.claim_orphans(self.ring.owner):
-            outbox = self._outboxes.get(batch.node)
-            if outbox is not None:
-                outbox.spilled.append(offset)
-            else:
-                self._reroute(batch)
-        self._flusher.start()
-        if any(not outbox.empty for outbox in self._outboxes.values()):
-            self._flusher.wake()
+        for batch, offset in self.journal.claim_orphans(self.topology.ring_at):
+            # A batch for a node that left the topology is asked about on a node that
+            # stayed: the mover copied the removed node's applied marks to each of them.
+            via = batch.node if batch.node in self._events else self.topology.members[0]
+            self.outbox(via).spilled.append(offset)
+        self._shipper.start()
 
-    async def _stop_background(self) -> None:
-        await self._flusher.aclose()
+    async def _stop_background(self, *, wait_for_drains: bool = False) -> None:
+        self._nodes.unsubscribe(self._on_topology)  # a stopping counter routes no more
+        await self._shipper.stop(wait_for_drains=wait_for_drains)
         await asyncio.gather(*(events.aclose() for events in self._events.values()))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
@@ -162,7 +191,7 @@ class VisitCounter:
             logger.warning("shutdown: flush did not finish in time; journaling the rest")
         except Exception:
             logger.exception("shutdown: flush failed; journaling the rest")
-        left_batches, left_visits, complete = self._journal_everything()
+        left_batches, left_visits, complete = self._shipper.journal_everything()
         if self.visit_log is not None:
             self.visit_log.close(remove=complete)
         self.journal.close(keep=not complete)
@@ -180,8 +209,7 @@ class VisitCounter:
         For crash tests: only the background tasks are stopped first, so nothing of
         this counter runs after the crash point.
         """
-        await self._stop_background()
-        await asyncio.gather(*self._drains.values(), return_exceptions=True)
+        await self._stop_background(wait_for_drains=True)
         if self.visit_log is not None:
             self.visit_log.close(remove=False)
         self.journal.close(keep=True)
@@ -190,6 +218,10 @@ class VisitCounter:
     def closed(self) -> bool:
         """After `aclose` or `abandon`."""
         return not self.journal.is_open
+
+    async def flush(self) -> None:
+        """Send everything buffered to the nodes now; wait until each node took it or failed."""
+        await self._shipper.flush()
 
     # -- the hot path ----------------------------------------------------------
 
@@ -208,20 +240,15 @@ class VisitCounter:
         pending[page_id] = pending.get(page_id, 0) + 1
         self.stats.visits_accepted += 1
         if len(pending) >= self._settings.batch_size_limit:
-            self._flusher.wake()
-
-    def _tag(self, page_id: str, node: str) -> int:
-        """The epoch that visits accepted now for `page_id` on `node` carry (see batch.py)."""
-        floor = self._floors[node]
-        return max(self._epochs.get(page_id, UNKNOWN_TAG), UNKNOWN_TAG if floor is None else floor)
+            self._shipper.wake()
 
     def _log_visit(self, page_id: str) -> None:
         assert self.visit_log is not None
-        if self._visit_log_failed:
+        if self._shipper.visit_log_failed:
             raise VisitNotKeptError("the visit log cannot be written; retry later")
-        tag = self._tag(page_id, self.ring.owner(page_id))
+        tag = self._fencing.tag(page_id, self.ring.owner(page_id))
         if tag == UNKNOWN_TAG:
-            self._unknown_tags_logged = True
+            self._shipper.unknown_tags_logged = True
         try:
             self.visit_log.append(page_id, tag)
         except OSError as exc:
@@ -236,16 +263,19 @@ class VisitCounter:
         Other workers' increments appear once they flush (one flush interval).
         While the owner node is down, the last known count is returned marked
         stale (even from a fresh cache entry: nothing can confirm it); with
-        nothing known, NodeUnavailableError.
+        nothing known, NodeUnavailableError. While the page moves between nodes,
+        both are read (see app/topology/scripts.py) and the cache is not used.
         """
-        owner = self.ring.owner(page_id)
-        cached = self.cache.fresh(page_id)
+        owner, source = self.topology.read_owners(page_id)
+        involved = (owner,) if source is None else (owner, source)
+        healthy = all(self._manager.is_healthy(name) for name in involved)
+        cached = self.cache.fresh(page_id) if source is None else None
         if cached is not None:
             visits = cached + self._own_pending(page_id, owner)
-            return VisitCount(visits, "in_memory", stale=not self._manager.is_healthy(owner))
-        if self._manager.is_healthy(owner):
+            return VisitCount(visits, "in_memory", stale=not healthy)
+        if healthy:
             with contextlib.suppress(NodeUnavailableError):
-                return await self._read_through(page_id, owner)
+                return await self._read_through(page_id)
         last_known = self.cache.last_known(page_id)
         if last_known is None:
             raise NodeUnavailableError(
@@ -253,327 +283,152 @@ class VisitCounter:
             )
         return VisitCount(last_known + self._own_pending(page_id, owner), "in_memory", stale=True)
 
-    async def _read_through(self, page_id: str, owner: str) -> VisitCount:
+    async def _read_through(self, page_id: str) -> VisitCount:
+        acks = self._shipper.acks
         for _ in range(_READ_ATTEMPTS):
-            acks, resets = self._acks[owner], self._resets
-            stored, applied_seq = await self._store.read(owner, page_id, self.writer)
-            if (acks, resets) == (self._acks[owner], self._resets):
-                break  # no flush or reset ran meanwhile: stored and pending agree
-        else:
-            return VisitCount(stored + self._own_pending(page_id, owner), self._via(owner))
-        self.cache.put(page_id, stored)
-        visits = stored + self._own_pending(page_id, owner, applied_seq)
-        return VisitCount(visits, self._via(owner))
+            topology = self.topology
+            owner, source = topology.read_owners(page_id)
+            nodes = (owner,) if source is None else (source, owner)
+            before = (*(acks.get(name) for name in nodes), self._resets)
+            parts = await asyncio.gather(
+                *(
+                    self._store.read(
+                        name,
+                        page_id,
+                        self.outbox(name).inflight_mark or "",
+                        role=0 if source is None else (1 if name == source else -1),
+                        move=topology.move,
+                    )
+                    for name in nodes
+                )
+            )
+            if any(part.topology_version > topology.version for part in parts):
+                await self._nodes.refresh()  # a node knows a newer topology: read by it
+                continue
+            stored = sum(part.count for part in parts)
+            pending = self.pending.get(page_id, 0) + sum(
+                self._queued_for(page_id, name, part.applied_seq)
+                for name, part in zip(nodes, parts, strict=True)
+            )
+            if before == (*(acks.get(name) for name in nodes), self._resets):
+                # No flush, reset or topology change ran meanwhile: stored and pending agree.
+                if source is None:
+                    self.cache.put(page_id, stored)
+                return VisitCount(stored + pending, f"redis_{self._manager.port(owner)}")
+        return VisitCount(stored + pending, f"redis_{self._manager.port(owner)}")
 
     async def reset(self, page_id: str) -> None:
-        """Set the page to 0 on its node and in every worker (pub/sub, well under a second).
+        """Set the page to 0 on its node(s) and in every worker (pub/sub, well under a second).
 
         Visits any worker accepted before it learns of the reset never reappear.
+        During a move the page is reset on its old owner, then on its new one
+        with at least the old owner's new epoch; every worker is told once both
+        are done (see app/topology/scripts.py).
         """
-        owner = self.ring.owner(page_id)
-        epoch = await self._store.reset(owner, page_id)
-        self._apply_reset(page_id, epoch)
+        for _ in range(_READ_ATTEMPTS):
+            topology = self.topology
+            owners = topology.reset_owners(page_id)
+            least, refused = 0, False
+            for name in owners:
+                result = await self._store.reset(
+                    name,
+                    page_id,
+                    version=topology.version,
+                    move=topology.move,
+                    least=least,
+                    publish=len(owners) == 1,
+                )
+                if result.epoch is None:
+                    refused = True
+                    break
+                least = result.epoch
+            if refused:
+                await self._nodes.refresh()  # the reset went by an old topology: redo it
+                continue
+            if len(owners) > 1:
+                await asyncio.gather(
+                    *(self._store.publish_reset(name, page_id, least) for name in owners)
+                )
+            self._apply_reset(page_id, least)
+            return
+        raise NodeUnavailableError("the topology kept changing; retry the reset")
+
+    def _hear_reset(self, page_id: str, epoch: int) -> None:
+        """A reset this process learned of (an event, or a node that dropped increments)."""
+        if self._fencing.hear(page_id, epoch):
+            self._forget(page_id)
 
     def _apply_reset(self, page_id: str, epoch: int) -> None:
-        self._epochs[page_id] = epoch
+        """This process reset the page: what it holds for the page is older."""
+        self._fencing.hear(page_id, epoch)
+        self._forget(page_id)
+
+    def _forget(self, page_id: str) -> None:
         self.pending.pop(page_id, None)
-        self._outboxes[self.ring.owner(page_id)].queued.pop(page_id, None)
+        for outbox in self._shipper.outboxes.values():
+            outbox.queued.pop(page_id, None)
         self.cache.discard(page_id)
         self._resets += 1
 
-    def _own_pending(self, page_id: str, owner: str, applied_seq: int = 0) -> int:
-        return self.pending.get(page_id, 0) + self._outboxes[owner].pending_for(
-            page_id, self._epochs.get(page_id, 0), applied_seq, self.writer
-        )
+    def _own_pending(self, page_id: str, owner: str) -> int:
+        return self.pending.get(page_id, 0) + self._queued_for(page_id, owner, 0)
 
-    # -- floors ----------------------------------------------------------------
+    def _queued_for(self, page_id: str, node: str, applied_seq: int) -> int:
+        """The page's increments in the node's outbox, not yet in its count (see outbox.py)."""
+        return self.outbox(node).pending_for(page_id, self._fencing.epoch(page_id), applied_seq)
 
-    async def _learn_floor(self, name: str) -> None:
-        """Read the node's reset count once (raises NodeUnavailableError)."""
-        if self._floors[name] is not None:
-            return
-        floor = await self._store.reset_count(name)
-        if self._floors[name] is not None:
-            return
-        self._floors[name] = floor
-        if self._unknown_tags_logged:
-            # Close the segment: its UNKNOWN_TAG lines resolve to this floor at replay,
-            # and a segment must never mix them with lines tagged with the floor itself.
-            self._unknown_tags_logged = False
-            self._distribute()
-
-    def _via(self, node: str) -> str:
-        return f"redis_{self._manager.port(node)}"
-
-    # -- flushing --------------------------------------------------------------
-
-    async def flush(self) -> None:
-        """Move the buffer to the outboxes and send every node its batches; wait for all."""
-        self._distribute()
-        drains = [self._start_drain(name) for name, box in self._outboxes.items() if not box.empty]
-        await asyncio.gather(*drains)
-
-    async def _flush_cycle(self) -> None:
-        """One tick of the flusher: swap the buffer and start the drains (without waiting)."""
-        self._distribute()
-        for name, outbox in self._outboxes.items():
-            if not outbox.empty:
-                self._start_drain(name)
-
-    def _distribute(self) -> None:
-        """Swap the buffer out and queue its increments on their owners' outboxes.
-
-        Runs without awaiting, so no increment can land in the old buffer after
-        the swap; visits arriving meanwhile go to the new one.
-        """
-        swapped, self.pending = self.pending, {}
-        self._swap += 1
-        if self.visit_log is not None:
-            self._rotate_visit_log()
-        by_owner: dict[str, dict[str, int]] = {}
-        owner_of = self.ring.owner
-        for page_id, count in swapped.items():
-            by_owner.setdefault(owner_of(page_id), {})[page_id] = count
-        for name, increments in by_owner.items():
-            self._outboxes[name].add(increments)
-        # With the visit log on, a down node's increments go to the journal at once,
-        # so the log's segments can be deleted; without it, only past the cap.
-        cap = 1 if self.visit_log is not None else self._settings.max_pending_pages_per_node
-        for name, outbox in self._outboxes.items():
-            if outbox.pages_in_memory >= cap and not self._manager.is_healthy(name):
-                self._spill(name, outbox)
-            self._note_coverage(name, outbox)
-
-    def _rotate_visit_log(self) -> None:
-        """Start the segment for the next flush; refuse visits while that is impossible."""
-        assert self.visit_log is not None
-        try:
-            self.visit_log.open(self._swap + 1)
-        except OSError as exc:
-            if not self._visit_log_failed:
-                logger.error("visit log segment cannot be opened; refusing visits: %s", exc)
-            self._visit_log_failed = True
-            return
-        self._visit_log_failed = False
-
-    def _note_coverage(self, name: str, outbox: NodeOutbox) -> None:
-        """A node with nothing in memory has stored or journaled every flush so far."""
-        if outbox.queued or (outbox.inflight is not None and outbox.inflight_offset is None):
-            return
-        self._covered[name] = self._swap
-        if self.visit_log is not None:
-            self.visit_log.delete_through(min(self._covered.values()))
-
-    def _spill(self, name: str, outbox: NodeOutbox) -> None:
-        """Move what an unreachable node's outbox holds in memory to the journal."""
-        pages = visits = 0
-        try:
-            drain = self._drains.get(name)
-            inflight = outbox.inflight
-            if inflight is not None and outbox.inflight_offset is None:
-                if drain is not None and not drain.done():
-                    return  # being sent right now; spill after the attempt
-                outbox.inflight_written_to(self.journal.append(inflight))
-                pages, visits = len(inflight.increments), inflight.visits
-            batch = outbox.seal_queued(self._seal_for(name))
-            if batch is not None:
-                try:
-                    outbox.spilled.append(self.journal.append(batch))
-                except JournalError:
-                    outbox.add({page: count for page, (count, _) in batch.increments.items()})
-                    raise
-                pages, visits = pages + len(batch.increments), visits + batch.visits
-        except JournalError as exc:
-            if name not in self._refusing:
-                logger.error("journal failed; refusing visits for pages on %s: %s", name, exc)
-            self._refusing.add(name)
-            return
-        self.stats.batches_journaled += 1
-        self._refusing.discard(name)
-        logger.warning(
-            "node %s unreachable: %d pages (%d visits) moved to the journal", name, pages, visits
-        )
-
-    def _start_drain(self, name: str) -> asyncio.Task[None]:
-        task = self._drains.get(name)
-        if task is None or task.done():
-            task = asyncio.create_task(self._drain(name), name=f"drain-{name}")
-            self._drains[name] = task
-        return task
-
-    async def _drain(self, name: str) -> None:
-        """Send the node its batches, oldest first, until it is empty or fails."""
-        outbox = self._outboxes[name]
-        try:
-            await self._learn_floor(name)  # tags must be known before a batch is sealed or sent
-        except NodeUnavailableError:
-            return
-        seal = self._seal_for(name)
-        floor = self._floors[name]
-        assert floor is not None
-
-        def read_spilled(offset: int) -> Batch:
-            return self.journal.read(offset).with_floor(floor)
-
-        while True:
-            try:
-                batch = outbox.next_batch(seal, read_spilled)
-            except JournalError as exc:
-                # This process's own record cannot be read back (the disk damaged it):
-                # skip it rather than stall the node's queue behind it for good.
-                offset = outbox.drop_unreadable()
-                logger.error(
-                    "journal %s: the record at offset %d for %s cannot be read back; its "
-                    "visits are lost: %s",
-                    self.journal.path,
-                    offset,
-                    name,
-                    exc,
-                )
-                continue
-            if batch is None:
-                break
-            started = time.perf_counter()
-            try:
-                result = await self._store.apply(batch)
-            except NodeUnavailableError as exc:
-                outbox.release()
-                self.stats.batches_failed += 1
-                self._observe_batch(name, "failed", started)
-                logger.warning(
-                    "flush to %s failed (%d pages, %d visits, batch %s/%d kept for retry): %s",
-                    name,
-                    len(batch.increments),
-                    batch.visits,
-                    batch.writer,
-                    batch.seq,
-                    exc.__cause__ or exc,
-                )
-                return
-            from_journal = outbox.inflight_offset is not None
-            outbox.acknowledge()
-            if from_journal:
-                self.journal.acknowledge(batch)
-            self._absorb(batch, result)
-            self._acks[name] += 1
-            self._observe_batch(name, "stored" if result.applied else "duplicate", started)
-        if outbox.pages_in_memory < self._settings.max_pending_pages_per_node:
-            self._refusing.discard(name)
-        self._note_coverage(name, outbox)
-
-    def _observe_batch(self, name: str, outcome: str, started: float) -> None:
-        observer = self.batch_observer
-        if observer is None:
-            return
-        try:
-            observer(name, outcome, time.perf_counter() - started)
-        except Exception:  # reporting must never break a flush
-            logger.exception("batch observer failed")
-
-    def _absorb(self, batch: Batch, result: ApplyResult) -> None:
-        """Learn from a node's reply: new stored counts, and epochs changed by resets."""
-        self.stats.last_batch_write = datetime.now(UTC)
-        if not result.applied:
-            # Applied by an earlier attempt whose reply was lost: its visits are stored
-            # (any a reset fenced off included; the reply that would say so is gone).
-            self.stats.batches_duplicate += 1
-            self.stats.visits_stored += batch.visits
-            for page_id in batch.increments:
-                self.cache.discard(page_id)
-            return
-        self.stats.batches_stored += 1
-        self.stats.visits_stored += sum(batch.increments[page_id][0] for page_id in result.stored)
-        for page_id, stored in result.stored.items():
-            self.cache.raise_to(page_id, stored)
-        for page_id, epoch in result.dropped.items():
-            # A reset this process had not heard of: what it holds for the page is older.
-            if epoch > self._epochs.get(page_id, 0):
-                self._apply_reset(page_id, epoch)
-
-    def _seal_for(self, name: str) -> Callable[[dict[str, int]], Batch]:
-        def seal(queued: dict[str, int]) -> Batch:
-            # The current flush number. Unique per node: a node's queue is refilled only
-            # by a flush, so it is sealed at most once per flush number.
-            tag = self._tag
-            return Batch(
-                writer=self.writer,
-                seq=self._swap,
-                node=name,
-                increments={page: (count, tag(page, name)) for page, count in queued.items()},
-            )
-
-        return seal
-
-    def _reroute(self, batch: Batch) -> None:
-        """A journaled batch for a node no longer configured: count it on today's owners."""
-        logger.warning(
-            "journal batch %s/%d names unknown node %s; re-sending its %d visits to today's owners",
-            batch.writer,
-            batch.seq,
-            batch.node,
-            batch.visits,
-        )
-        for page_id, (count, _) in batch.increments.items():
-            self.pending[page_id] = self.pending.get(page_id, 0) + count
-            if self.visit_log is not None:
-                tag = self._tag(page_id, self.ring.owner(page_id))
-                for _ in range(count):
-                    self.visit_log.append(page_id, tag)
-        self.journal.acknowledge(batch)
-
-    def _journal_everything(self) -> tuple[int, int, bool]:
-        """At shutdown: write every unsent batch to the journal.
-
-        Returns (batches, visits, complete): complete is False when some batch
-        could not be written (then the visit log is kept for the next start).
-        """
-        self._distribute()
-        batches = visits = 0
-        complete = True
-        for name, outbox in self._outboxes.items():
-            to_write = []
-            if outbox.inflight is not None and outbox.inflight_offset is None:
-                to_write.append(outbox.inflight)
-            sealed = outbox.seal_queued(self._seal_for(name))
-            if sealed is not None:
-                to_write.append(sealed)
-            for batch in to_write:
-                try:
-                    self.journal.append(batch)
-                except JournalError:
-                    logger.exception(
-                        "shutdown: %d visits for %s cannot be journaled%s",
-                        batch.visits,
-                        name,
-                        "; the visit log keeps them" if self.visit_log else " and are LOST",
-                    )
-                    complete = False
-                    break  # a later batch's seq would mark this one's segments as covered
-                batches += 1
-                visits += batch.visits
-            batches += len(outbox.spilled)
-        return batches, visits, complete
-
-    # -- events from other workers ---------------------------------------------
+    # -- events and topology changes -------------------------------------------
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ResetEvent):
-            if event.epoch > self._epochs.get(event.page_id, 0):
-                self._apply_reset(event.page_id, event.epoch)
+            self._hear_reset(event.page_id, event.epoch)
+        elif isinstance(event, TopologyEvent):
+            self._nodes.observe_version("", event.version)
         elif event.writer != self.writer:
             for page_id, stored in event.values.items():
                 self.cache.raise_to(page_id, stored)
+
+    def _on_topology(self, old: Topology, new: Topology) -> None:
+        """A new topology, before anything is routed by it.
+
+        New nodes get an outbox and an events subscription, and the cache is
+        emptied (the counts it holds may live elsewhere now). When the write
+        ring changed, what this process holds is sealed as routed so far
+        (`Shipper.seal_for_ring_change`), and every node's floor is read again
+        before its next batch (`fencing.py`).
+        """
+        for name in new.nodes:
+            self._add_node(name)
+        self._resets += 1
+        self.cache.clear()
+        if old.write_ring.nodes != new.write_ring.nodes:
+            self._shipper.seal_for_ring_change(old)
+            self._fencing.mark_all_stale()
+
+    def _retire(self, name: str) -> None:
+        """A node that left the topology holds nothing of this process any more."""
+        self._fencing.forget_node(name)
+        events = self._events.pop(name, None)
+        task = asyncio.get_running_loop().create_task(self._close_node(name, events))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close_node(self, name: str, events: NodeEvents | None) -> None:
+        if events is not None:
+            await events.aclose()
+        await self._manager.remove_node(name)
+        logger.info("node %s left the topology and holds nothing of this process", name)
 
     # -- reporting -------------------------------------------------------------
 
     def write_buffer_size(self) -> int:
         """Distinct pages with increments held in memory (buffer and outboxes)."""
-        return len(self.pending) + sum(box.pages_in_memory for box in self._outboxes.values())
+        outboxes = self._shipper.outboxes.values()
+        return len(self.pending) + sum(box.pages_in_memory for box in outboxes)
 
     def pending_visits(self) -> int:
-        return sum(self.pending.values()) + sum(
-            box.visits_in_memory for box in self._outboxes.values()
-        )
+        outboxes = self._shipper.outboxes.values()
+        return sum(self.pending.values()) + sum(box.visits_in_memory for box in outboxes)
 
     def journal_batches(self) -> int:
         return self.journal.outstanding
@@ -591,4 +446,8 @@ class VisitCounter:
 
         Judged from the last write of each, without I/O: cheap enough for a probe.
         """
-        return self.journal.writable and not self._refusing and not self._visit_log_failed
+        return self.journal.writable and not self._refusing and not self._shipper.visit_log_failed
+
+    def refuse_visits_for(self, node: str) -> None:
+        """Refuse visits for the node's pages, as after a failed journal write (a test seam)."""
+        self._refusing.add(node)

@@ -90,6 +90,20 @@ class VisitLog:
             logger.exception("visit log %s: could not cut a partial line", self.path(self._segment))
         raise OSError(f"short write to the visit log ({written} bytes)")
 
+    def mark_version(self, segment: int, version: int) -> None:
+        """From `segment` on, visits are routed at topology `version` (app/topology).
+
+        A replay routes a segment's visits as this process did, so the node's
+        applied mark (or its refusal of an old version) decides (journal.py).
+        One small append, as for a visit; OSError if it cannot be written.
+        """
+        path = versions_path(self.directory, self.writer)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{segment} {version}\n".encode())
+        finally:
+            os.close(fd)
+
     def delete_through(self, segment: int) -> None:
         """Remove segments up to and including `segment` (all stored or journaled)."""
         for number, path in segments_of(self.directory, self.writer):
@@ -103,6 +117,31 @@ class VisitLog:
         if remove:
             for _, path in segments_of(self.directory, self.writer):
                 path.unlink(missing_ok=True)
+            versions_path(self.directory, self.writer).unlink(missing_ok=True)
+
+
+def versions_path(directory: Path, writer: str) -> Path:
+    return directory / f"{writer}.visits.versions"
+
+
+def segment_versions(directory: Path, writer: str) -> dict[int, int]:
+    """First segment -> the topology version its visits were routed at (see `mark_version`)."""
+    versions: dict[int, int] = {}
+    try:
+        text = versions_path(directory, writer).read_text(errors="replace")
+    except FileNotFoundError:
+        return versions
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            versions[int(parts[0])] = int(parts[1])
+    return versions
+
+
+def version_of(versions: dict[int, int], segment: int) -> int:
+    """The version segment `segment` was routed at: the newest mark at or before it (0: none)."""
+    marked = [first for first in versions if first <= segment]
+    return versions[max(marked)] if marked else 0
 
 
 def segments_of(directory: Path, writer: str) -> Iterator[tuple[int, Path]]:

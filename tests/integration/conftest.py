@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from app.core.config import Settings
 from app.core.embedded_nodes import RedisNodeProcess
-from app.core.redis_manager import RedisManager
+from app.services.running import running_counter
 from app.services.visit_counter import VisitCounter
 from tests.support.proxy import FaultProxy
 
@@ -18,21 +19,12 @@ CounterFactory = Callable[[Settings], Awaitable[VisitCounter]]
 @pytest.fixture
 async def counter_factory() -> AsyncIterator[CounterFactory]:
     """Start counters as the lifespan would; close whatever the test left open."""
-    running: list[tuple[VisitCounter, RedisManager]] = []
+    async with contextlib.AsyncExitStack() as running:
 
-    async def factory(settings: Settings) -> VisitCounter:
-        manager = RedisManager(settings)
-        counter = VisitCounter(settings, manager)
-        await manager.start()
-        await counter.start()
-        running.append((counter, manager))
-        return counter
+        async def factory(settings: Settings) -> VisitCounter:
+            return await running.enter_async_context(running_counter(settings))
 
-    yield factory
-    for counter, manager in reversed(running):
-        if not counter.closed:  # not closed (or "crashed") by the test itself
-            await counter.aclose()
-        await manager.aclose()
+        yield factory
 
 
 async def close(counter: VisitCounter) -> None:

@@ -103,6 +103,12 @@ def test_status_and_metrics_report_a_stopped_node_as_degraded(
         status = client.get("/status").json()
         assert status["status"] == "healthy"
         assert status["redis_status"] == {
+            "topology": {
+                "version": 1,
+                "state": "stable",
+                "members": [node.url for node in nodes],
+                "moving_from": None,
+            },
             "nodes": 3,
             "healthy_nodes": 3,
             "node_status": {node.url: True for node in nodes},
@@ -154,7 +160,7 @@ async def test_unknown_count_on_a_down_node_is_a_clear_error_and_known_one_is_st
         f"unknown-{i}" for i in range(1000) if counter.ring.owner(f"unknown-{i}") == down.url
     )
     down.kill()
-    await counter._manager.check_all()
+    await counter.nodes.manager.check_all()
     counter.record_visit("known")
 
     reading = await counter.get_visits("known")

@@ -69,7 +69,7 @@ async def test_a_batch_applied_but_unacknowledged_is_not_added_twice(
     assert counter.stats.batches_failed >= 1, "the engine saw no reply and kept the batch"
 
     proxy.set_mode("pass")
-    await counter._manager.check_all()
+    await counter.nodes.manager.check_all()
     reading = await counter.get_visits("article")
     assert reading.visits == 7, "a read does not add the applied batch a second time"
     await counter.flush()  # the same batch, same id: the node recognises it
@@ -100,7 +100,7 @@ async def test_reset_on_another_worker_drops_increments_held_here(
         holder.record_visit("promo")  # will be inflight, sealed before the reset
     proxy.set_mode("refuse")
     await holder.flush()
-    assert holder._outboxes[proxy.url].inflight is not None
+    assert holder.outbox(proxy.url).inflight is not None
     proxy.set_mode("pass")
     for _ in range(2):
         holder.record_visit("promo")  # will be pending when the reset arrives
@@ -142,10 +142,10 @@ async def test_memory_cap_spills_to_journal_and_everything_arrives_after_restart
             sent[page_id] += 1
         await counter.flush()
     assert counter.journal_batches() >= 2, "past the cap, batches went to disk"
-    assert counter._outboxes[down.url].pages_in_memory < 5 + 5
+    assert counter.outbox(down.url).pages_in_memory < 5 + 5
 
     down.start()
-    await counter._manager.check_all()
+    await counter.nodes.manager.check_all()
     await counter.flush()
     assert counter.journal_batches() == 0
     assert {p: stored(nodes, p) for p in sent} == dict(sent)
@@ -165,8 +165,7 @@ async def test_visits_are_refused_not_lost_when_the_journal_cannot_be_written(
     up_page = pages_on(counter, nodes[1].url, 1)[0]
     nodes[0].kill()
     full = os.open("/dev/full", os.O_WRONLY)
-    assert counter.journal._fd is not None
-    os.dup2(full, counter.journal._fd)  # every journal write now fails with ENOSPC
+    os.dup2(full, counter.journal.fileno())  # every journal write now fails with ENOSPC
     os.close(full)
 
     for page_id in down_pages:
@@ -182,7 +181,7 @@ async def test_visits_are_refused_not_lost_when_the_journal_cannot_be_written(
     assert stored(nodes[1:], up_page) == 2
 
     nodes[0].start()
-    await counter._manager.check_all()
+    await counter.nodes.manager.check_all()
     await counter.flush()
     counter.record_visit(down_pages[0])  # accepted again once the node drained
     await counter.flush()

@@ -68,7 +68,7 @@ def test_the_request_body_is_ignored(client: TestClient) -> None:
 
 def test_a_visit_that_cannot_be_kept_is_a_503_and_not_counted(client: TestClient) -> None:
     counter = client.app_state["runtime"].counter
-    counter._refusing.add(counter.ring.owner("refused"))  # as after a failed journal write
+    counter.refuse_visits_for(counter.ring.owner("refused"))
 
     response = client.post(f"{API}/visit/refused")
 

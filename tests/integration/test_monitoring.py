@@ -133,7 +133,7 @@ def test_readiness_is_503_only_without_nodes_and_journal(
 
         journal = client.app_state["runtime"].counter.journal
         full = os.open("/dev/full", os.O_WRONLY)
-        os.dup2(full, journal._fd)  # every journal write now fails with ENOSPC
+        os.dup2(full, journal.fileno())  # every journal write now fails with ENOSPC
         os.close(full)
         client.post(f"{API}/visit/page")  # the next flushes fail, then the spill fails
         wait_until(lambda: client.get("/health/ready").status_code == 503)
@@ -217,7 +217,7 @@ async def test_each_event_that_matters_is_one_log_line_without_the_password(
     password = "s3cret-Pa55"
     (node,) = node_factory(1, ("--requirepass", password))
     url = f"redis://:{password}@127.0.0.1:{node.port}"
-    name = redact_url(url)
+    name = f"redis://127.0.0.1:{node.port}"  # a node's ring label never holds credentials
     settings = make_settings([node], redis_nodes=url, batch_interval_seconds=60)
     caplog.set_level("INFO", logger="app")
 

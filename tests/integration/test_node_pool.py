@@ -13,8 +13,7 @@ import pytest
 import redis
 
 from app.core.embedded_nodes import RedisNodeProcess
-from app.core.redis_manager import RedisManager
-from app.services.visit_counter import VisitCounter
+from app.services.running import running_counter
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration
@@ -32,11 +31,7 @@ async def test_reads_far_beyond_the_pool_size_wait_for_a_connection(
     redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(redis_nodes, redis_pool_size=POOL_SIZE, cache_capacity=0)
-    manager = RedisManager(settings)
-    counter = VisitCounter(settings, manager)
-    await manager.start()
-    await counter.start()
-    try:
+    async with running_counter(settings) as counter:
         for number in range(30):
             for _ in range(number % 3 + 1):
                 counter.record_visit(f"pooled-{number}")
@@ -45,8 +40,5 @@ async def test_reads_far_beyond_the_pool_size_wait_for_a_connection(
         counts = await asyncio.gather(*(counter.get_visits(page) for page in pages))
         assert [count.visits for count in counts] == [number % 30 % 3 + 1 for number in range(600)]
         assert not any(count.stale for count in counts)
-        assert all(manager.node_status().values())
+        assert all(counter.nodes.manager.node_status().values())
         assert all(service_connections(node) <= POOL_SIZE for node in redis_nodes)
-    finally:
-        await counter.aclose()
-        await manager.aclose()

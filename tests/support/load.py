@@ -41,11 +41,13 @@ async def post_visits(
     deadline_seconds: float = 60.0,
     keepalive: bool = True,
     stop_on_error: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
     """POST `total` visits round-robin over `pages`; stop early at the deadline.
 
     With `stop_on_error`, a client stops at its first unanswered request (the
-    service went away), instead of retrying until the deadline.
+    service went away), instead of retrying until the deadline. Once `stop` is
+    set, no client sends another request (those under way finish and count).
     """
     result = result if result is not None else LoadResult()
     order = itertools.islice(itertools.cycle(pages), total)
@@ -54,7 +56,7 @@ async def post_visits(
 
     async def worker(client: httpx.AsyncClient) -> None:
         for page_id in order:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 return
             started = time.perf_counter()
             try:

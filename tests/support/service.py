@@ -29,9 +29,13 @@ class ServiceProcess:
         log_path: Path,
         workers: int = 1,
         open_files: tuple[int, int] | None = None,
+        app_dir: Path | None = None,
     ) -> None:
-        """`open_files`: the (soft, hard) RLIMIT_NOFILE the server starts with."""
+        """`open_files`: the (soft, hard) RLIMIT_NOFILE the server starts with; `app_dir`:
+        the directory holding the `app` package to run (default: this checkout's), e.g.
+        an older release's unpacked for an upgrade test."""
         self.port = free_port()
+        self.app_dir = app_dir or REPO_ROOT
         self.workers = workers
         self.open_files = open_files
         self.log_path = log_path
@@ -64,7 +68,7 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command,
-                cwd=REPO_ROOT,
+                cwd=self.app_dir,
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

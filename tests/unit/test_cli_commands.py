@@ -57,16 +57,17 @@ def test_ring_owner_agrees_with_the_ring(
     monkeypatch.setenv("VIRTUAL_NODES", "37")
     ring = ConsistentHashRing(NODES, 37)
     for page_id in [f"page-{index}" for index in range(60)] + ["a", "~:.-_", "x" * 256]:
-        assert main(["ring", "owner", page_id]) == 0
+        assert main(["ring", "owner", "--listed", page_id]) == 0
         assert capsys.readouterr().out == f"{ring.owner(page_id)}\n"
 
 
-def test_ring_owner_names_nodes_without_their_password(
+def test_ring_owner_names_nodes_by_their_canonical_label(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("REDIS_NODES", "redis://:hunter2secret@127.0.0.1:7100")
-    assert main(["ring", "owner", "page1"]) == 0
-    assert capsys.readouterr().out == "redis://:***@127.0.0.1:7100\n"
+    # No credentials, lowercase host, the default port written, db 0 left out.
+    monkeypatch.setenv("REDIS_NODES", "redis://:hunter2secret@LOCALHOST/0")
+    assert main(["ring", "owner", "--listed", "page1"]) == 0
+    assert capsys.readouterr().out == "redis://localhost:6379\n"
 
 
 def test_ring_owner_refuses_an_invalid_page_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,7 +79,7 @@ def test_ring_stats_counts_every_sampled_page(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("REDIS_NODES", ",".join(NODES))
-    assert main(["ring", "stats", "--sample", "3000"]) == 0
+    assert main(["ring", "stats", "--listed", "--sample", "3000"]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = ConsistentHashRing(NODES, 100).distribution(f"page-{i}" for i in range(3000))
     counts = {line.split()[0]: int(line.split()[1]) for line in lines[1:-1]}
@@ -119,7 +120,7 @@ def test_bad_settings_are_reported_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("VIRTUAL_NODES", "many")
-    assert main(["ring", "owner", "page1"]) == 2
+    assert main(["ring", "owner", "--listed", "page1"]) == 2
     assert capsys.readouterr().err.startswith("visit-counter: invalid configuration: VIRTUAL_NODES")
 
 

@@ -14,16 +14,25 @@ from pathlib import Path
 
 import pytest
 
+from app.core.consistent_hash import ConsistentHashRing
 from app.services.batch import Batch
 from app.services.journal import Journal, JournalError
 from app.services.journal_format import encode_record
 from app.services.quarantine import quarantined
+from app.services.visit_log import VisitLog
 from tests.support.child import run_python
 
 
-def owner_of(page_id: str) -> str:
+class SplitRing:
     """Two nodes, split by the page id's first letter."""
-    return "redis://a:6379" if page_id < "m" else "redis://b:6379"
+
+    def owner(self, key: str) -> str:
+        return "redis://a:6379" if key < "m" else "redis://b:6379"
+
+
+def owner_of(version: int) -> SplitRing:
+    """The ring at every topology version (these tests never change it)."""
+    return SplitRing()
 
 
 NODE_A = "redis://127.0.0.1:7070"
@@ -360,9 +369,16 @@ def test_opening_a_file_another_process_holds_raises_journal_error(directory: Pa
 # -- claims with visit-log segments (JOURNAL_VISITS) ------------------------------
 
 
-def owner_ab(page_id: str) -> str:
+class RingAB:
     """Pages before "m" live on NODE_A, the rest on NODE_B."""
-    return NODE_A if page_id < "m" else NODE_B
+
+    def owner(self, key: str) -> str:
+        return NODE_A if key < "m" else NODE_B
+
+
+def owner_ab(version: int) -> RingAB:
+    """The ring at every topology version (these tests never change it)."""
+    return RingAB()
 
 
 def write_segments(directory: Path, writer: str, segments: dict[int, list[str]]) -> list[Path]:
@@ -788,3 +804,38 @@ def test_a_damaged_visit_log_segment_is_quarantined_and_its_readable_visits_repl
     (error,) = damage_errors(caplog)
     assert "dead.visits.3" in error
     assert "2 visit lines" in error
+
+
+def test_segments_are_replayed_as_routed_at_their_topology_version(
+    directory: Path, journal: Journal
+) -> None:
+    # Segment 1 was routed at version 1 (one node), segments 2 and 3 at version 4 (after
+    # a move): each becomes batches for the owners and version of its own time.
+    one_node = ConsistentHashRing(["redis://only:6379"], 10)
+    write_orphan(directory, "gone", [])
+    log = VisitLog(directory, "gone")
+    log.open(1)
+    log.mark_version(1, 1)
+    log.append("apple", 0)
+    log.open(2)
+    log.mark_version(2, 4)
+    log.append("apple", 0)
+    log.append("zebra", 0)
+    log.open(3)
+    log.append("zebra", 0)
+    log.close(remove=False)
+
+    def ring_at(version: int) -> ConsistentHashRing | RingAB:
+        return one_node if version < 4 else RingAB()
+
+    claimed = {
+        (b.seq, b.node): (b.version, dict(b.increments)) for b, _ in journal.claim_orphans(ring_at)
+    }
+
+    assert claimed == {
+        (1, "redis://only:6379"): (1, {"apple": (1, 0)}),
+        (2, NODE_A): (4, {"apple": (1, 0)}),
+        (2, NODE_B): (4, {"zebra": (1, 0)}),
+        (3, NODE_B): (4, {"zebra": (1, 0)}),
+    }
+    assert [path.name for path in directory.iterdir()] == ["live.jsonl"]

@@ -1,0 +1,17 @@
+"""Running totals of the counting engine, read by /metrics, the metrics log and Prometheus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(slots=True)
+class CounterStats:
+    visits_accepted: int = 0
+    batches_stored: int = 0
+    batches_failed: int = 0
+    batches_duplicate: int = 0
+    batches_journaled: int = 0
+    visits_stored: int = 0
+    last_batch_write: datetime | None = None
