@@ -33,7 +33,9 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: the side-by-side benchmark of issue 4 -> docs/benchmarks.md and .png (about 5 min)
+## bench: the side-by-side benchmark of issue 4, then 1,000,000 pages moved from 3 nodes to 4
+## under POST load (issue 10) -> docs/benchmarks.md and .png (about 6 min). One part only:
+## BENCH_ARGS="--only move" (or scenarios); a smaller move: BENCH_ARGS="--move-pages 100000"
 ## (installs wrk with apt-get when missing and possible; else a slower Python load generator runs)
 bench: $(STAMP) requirements-bench.txt
 	@command -v wrk >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \

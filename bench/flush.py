@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from app.core.config import Settings
-from app.core.redis_manager import RedisManager
-from app.services.visit_counter import VisitCounter
+from app.services.running import running_counter
 
 PAGES = 10_000
 
@@ -29,12 +28,8 @@ async def _flush_times(node_urls: str, data_dir: Path, repeats: int) -> list[flo
         max_pending_pages_per_node=PAGES * 2,
         enable_metrics=False,
     )
-    manager = RedisManager(settings)
-    counter = VisitCounter(settings, manager)
-    await manager.start()
-    await counter.start()
     times = []
-    try:
+    async with running_counter(settings) as counter:
         for repeat in range(repeats + 1):
             for number in range(PAGES):
                 counter.record_visit(f"flush-bench-{number}")
@@ -42,9 +37,6 @@ async def _flush_times(node_urls: str, data_dir: Path, repeats: int) -> list[flo
             await counter.flush()
             if repeat:  # the first flush also loads the script on each node
                 times.append((time.perf_counter() - started) * 1000)
-    finally:
-        await counter.aclose()
-        await manager.aclose()
     return times
 
 

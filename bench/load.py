@@ -1,24 +1,30 @@
 """Load generators, each a separate process on the load core: `wrk`, or a Python fallback.
 
 Both print one line `BENCH_RESULT {json}` (requests, duration, errors, latency
-percentiles), so the harness reads the same numbers whichever one ran.
+percentiles), so the harness reads the same numbers whichever one ran. Either runs
+for a fixed time (`run`), or until it is told to stop (`start`, then `stop`: SIGINT,
+on which both report the window they ran).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from bench.processes import LOAD_CPU, REPO_ROOT, pinned
 
 RESULT_MARK = "BENCH_RESULT "
 PAGE_PLACEHOLDER = "{page}"
+OPEN_ENDED_S = 3600  # the duration a started load is given: `stop` ends it long before
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +55,73 @@ class LoadResult:
         return self.requests - self.status_errors
 
 
+class RunningLoad:
+    """A load generator started without a fixed end: `stop()` ends it and returns its result.
+
+    It starts with SIGINT ignored (inherited through exec), until it installs its own
+    handler: a SIGINT that comes before is lost, not fatal, and `stop()` sends another.
+    """
+
+    RESEND_S = 1.0  # how long `stop()` waits for the generator before it signals again
+
+    def __init__(self, command: list[str], cpu: int) -> None:
+        self._command = command
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._process = subprocess.Popen(
+                pinned(command, cpu),
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def stop(self, timeout: float = 60.0) -> LoadResult:
+        """SIGINT: the generator stops loading and prints what it measured until then."""
+        process = self._process
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                stdout, stderr = process.communicate(timeout=self.RESEND_S)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(
+                        f"{self._command[0]} did not stop within {timeout}s"
+                    ) from None
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"{self._command[0]} exited {process.returncode}:\n{stdout}\n{stderr}"
+            )
+        return parse_result(stdout)
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
+
+
 class LoadGenerator(Protocol):
     name: str
     version: str
+    cpu: int  # the core it is pinned to (where pinning is possible)
 
     def run(self, base_url: str, spec: LoadSpec, duration_s: int, connections: int) -> LoadResult:
         """Load `base_url` for `duration_s` seconds over `connections` keep-alive connections."""
+        ...
+
+    def start(self, base_url: str, spec: LoadSpec, connections: int) -> RunningLoad:
+        """Load `base_url` as `run` does, until `stop()` is called on the answer."""
+        ...
+
+    def on_cpu(self, cpu: int) -> LoadGenerator:
+        """The same generator, pinned to core `cpu`."""
         ...
 
 
@@ -74,9 +141,9 @@ def parse_result(output: str) -> LoadResult:
     raise RuntimeError(f"load generator printed no result line:\n{output[-2000:]}")
 
 
-def _run_load(command: list[str], duration_s: int) -> LoadResult:
+def _run_load(command: list[str], duration_s: int, cpu: int) -> LoadResult:
     completed = subprocess.run(
-        pinned(command, LOAD_CPU),
+        pinned(command, cpu),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -122,46 +189,73 @@ end
 {_WRK_DONE}"""
 
 
-class WrkLoad:
+class _CommandLoad:
+    """A load generator that is one command line: run it for a while, or until stopped."""
+
+    cpu: int
+
+    def _command(
+        self, base_url: str, spec: LoadSpec, duration_s: int, connections: int
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def run(self, base_url: str, spec: LoadSpec, duration_s: int, connections: int) -> LoadResult:
+        command = self._command(base_url, spec, duration_s, connections)
+        return _run_load(command, duration_s, self.cpu)
+
+    def start(self, base_url: str, spec: LoadSpec, connections: int) -> RunningLoad:
+        return RunningLoad(self._command(base_url, spec, OPEN_ENDED_S, connections), self.cpu)
+
+    def on_cpu(self, cpu: int) -> Self:
+        moved = copy.copy(self)
+        moved.cpu = cpu
+        return moved
+
+
+class WrkLoad(_CommandLoad):
     """`wrk` with one thread (it has one core), `--latency`, Lua scripts written to `script_dir`."""
 
     name = "wrk"
 
-    def __init__(self, binary: str, script_dir: Path) -> None:
+    def __init__(self, binary: str, script_dir: Path, cpu: int = LOAD_CPU) -> None:
         self.binary = binary
         self.script_dir = script_dir
+        self.cpu = cpu
         self.version = _first_line([binary, "-v"])
 
-    def run(self, base_url: str, spec: LoadSpec, duration_s: int, connections: int) -> LoadResult:
+    def _command(
+        self, base_url: str, spec: LoadSpec, duration_s: int, connections: int
+    ) -> list[str]:
         self.script_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(repr(spec).encode()).hexdigest()[:12]
         script = self.script_dir / f"{spec.method.lower()}-{digest}.lua"
         script.write_text(wrk_script(spec))
         path = spec.path.replace(PAGE_PLACEHOLDER, "0")
-        command = [
+        return [
             self.binary, "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s",
             "--latency", "-s", str(script), f"{base_url}{path}", "--", "20260101",
         ]  # fmt: skip
-        return _run_load(command, duration_s)
 
 
-class PythonLoad:
+class PythonLoad(_CommandLoad):
     """The fallback: `python -m bench.pyload` (asyncio + httpx), far slower than wrk."""
 
     name = "python (asyncio + httpx)"
 
-    def __init__(self) -> None:
+    def __init__(self, cpu: int = LOAD_CPU) -> None:
         import httpx
 
+        self.cpu = cpu
         self.version = f"httpx {httpx.__version__}, Python {sys.version.split()[0]}"
 
-    def run(self, base_url: str, spec: LoadSpec, duration_s: int, connections: int) -> LoadResult:
-        command = [
+    def _command(
+        self, base_url: str, spec: LoadSpec, duration_s: int, connections: int
+    ) -> list[str]:
+        return [
             sys.executable, "-m", "bench.pyload", "--base-url", base_url,
             "--method", spec.method, "--path", spec.path, "--pages", str(spec.pages),
             "--duration", str(duration_s), "--connections", str(connections),
         ]  # fmt: skip
-        return _run_load(command, duration_s)
 
 
 def choose_load_generator(wanted: str, script_dir: Path) -> LoadGenerator:

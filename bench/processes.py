@@ -47,6 +47,24 @@ def pinned(command: list[str], cpu: int) -> list[str]:
     return [taskset, "-c", str(cpu), *command]
 
 
+def on_every_cpu(command: list[str]) -> list[str]:
+    """`command` free to run on every core (this process, pinned to one, would pass that on)."""
+    taskset = shutil.which("taskset")
+    if taskset is None or not can_pin():
+        return command
+    return [taskset, "-c", f"0-{(os.cpu_count() or 1) - 1}", *command]
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This environment with `env` over it, the repository importable, output unbuffered."""
+    return {
+        **os.environ,
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def pin_self_to_load_cpu() -> bool:
     """Move this process (and every child it starts later) to the load generator's core."""
     if not can_pin():
@@ -115,14 +133,7 @@ class ServerProcess:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         # The server runs in its own directory: a developer's `.env` never leaks into it.
-        self._env = {
-            **os.environ,
-            **env,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            ),
-            "PYTHONUNBUFFERED": "1",
-        }
+        self._env = child_env(env)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -2,7 +2,8 @@
 
 `python -m bench.pyload --base-url URL --method POST --path /x/{page} --pages 10000
 --duration 10 --connections 32` prints one `BENCH_RESULT {json}` line, like the
-wrk scripts. Python costs far more per request than wrk, so on a shared core it
+wrk scripts; SIGINT ends the run early (requests in flight finish), then it
+reports. Python costs far more per request than wrk, so on a shared core it
 is usually the bottleneck; the report says which generator ran.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,16 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.load import PAGE_PLACEHOLDER, RESULT_MARK
+
+
+@dataclass
+class Window:
+    """Until when the connections send requests; `close` (on SIGINT) ends it now."""
+
+    deadline: float
+
+    def close(self) -> None:
+        self.deadline = min(self.deadline, time.perf_counter())
 
 
 @dataclass
@@ -32,10 +44,10 @@ async def _connection(
     client: httpx.AsyncClient,
     method: str,
     next_path: Callable[[], str],
-    deadline: float,
+    window: Window,
     tally: Tally,
 ) -> None:
-    while (started := time.perf_counter()) < deadline:
+    while (started := time.perf_counter()) < window.deadline:
         try:
             response = await client.request(method, next_path())
         except httpx.HTTPError:
@@ -70,9 +82,10 @@ async def generate(args: argparse.Namespace) -> dict[str, float]:
     ]
     try:
         started = time.perf_counter()
-        deadline = started + args.duration
+        window = Window(started + args.duration)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, window.close)
         await asyncio.gather(
-            *(_connection(client, args.method, next_path, deadline, tally) for client in clients)
+            *(_connection(client, args.method, next_path, window, tally) for client in clients)
         )
         elapsed = time.perf_counter() - started
     finally:
@@ -107,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(generate(args))
     else:
         result = uvloop.run(generate(args))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late SIGINT must not lose the result
     print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 

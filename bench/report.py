@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from app.core.embedded_nodes import server_binary
+from bench.load import LoadResult
+from bench.move import P99_GOAL, PLACEMENT_TEXT, THROUGHPUT_GOAL, CpuUse, MoveResult
 from bench.processes import REPO_ROOT, is_housekeeping
 from bench.results import BenchConfig, Measurement
 from bench.scenarios import SCENARIOS, Scenario
@@ -195,7 +197,7 @@ def machine_info(context: dict[str, Any]) -> list[tuple[str, str]]:
         ("OS", platform.platform()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("packages", ", ".join(versions)),
-        ("nodes", f"3 x {_node_version()}, AOF everysec, on loopback"),
+        ("nodes", f"3 x {_node_version()} (4 in the move section), AOF everysec, on loopback"),
         ("load generator", f"{context['load_generator']} ({context['load_generator_version']})"),
         ("load average (1, 5, 15 min)", _load_average(context)),
         ("placement", "server on CPU 0 (taskset); load generator, nodes and harness on CPU 1"
@@ -211,13 +213,14 @@ def render_markdown(
     config: BenchConfig,
     summaries: dict[str, Summary],
     measurements: list[Measurement],
+    moves: list[MoveResult],
     context: dict[str, Any],
     chart_name: str | None,
 ) -> str:
     lines = ["# Benchmarks", ""]
     if config.smoke:
-        lines += ["**Smoke run** (1 s per scenario, 1 run): checks the harness; the numbers mean "
-                  "nothing.", ""]  # fmt: skip
+        lines += ["**Smoke run** (1 s per scenario, 1 run, a small move): checks the harness; the"
+                  " numbers mean nothing.", ""]  # fmt: skip
     if context["load_generator"] != "wrk":
         lines += [f"**Load from {context['load_generator']}, not wrk**: it saturates its core"
                   " near 2,000 requests/s, below every server here, so the scenarios measure the"
@@ -231,9 +234,30 @@ def render_markdown(
         context["command"],
         "```",
         "",
+    ]
+    if summaries:
+        lines += _render_scenarios(config, summaries, context, chart_name)
+    if moves:
+        lines += render_moves(moves, context["load_generator"])
+    lines += ["## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in machine_info(context)]
+    lines += [f"| whole session | {context['wall_seconds']:.0f} s |"]
+    if summaries:
+        lines += ["", "## Method", ""]
+        lines += _scenarios_method(config, context)
+    return "\n".join(lines) + "\n"
+
+
+def _render_scenarios(
+    config: BenchConfig,
+    summaries: dict[str, Summary],
+    context: dict[str, Any],
+    chart_name: str | None,
+) -> list[str]:
+    lines = [
         f"{config.runs} interleaved run(s) x {len(summaries)} scenarios x {config.duration_s} s,"
         f" {config.connections} keep-alive connections, {config.warmup_s} s warm-up per scenario"
-        f" before run 1; whole session {context['wall_seconds']:.0f} s.",
+        " before run 1.",
         "",
         "| scenario | what | req/s (median) | min - max | p50 ms | p99 ms "
         "| Redis cmds / 1k requests | incl. PING etc. | RSS MiB | errors |",
@@ -278,10 +302,11 @@ def render_markdown(
               "|---|" + "---:|" * config.runs]  # fmt: skip
     for s in summaries.values():
         lines.append(f"| {s.scenario.label} | " + " | ".join(f"{v:,.0f}" for v in s.rps) + " |")
-    lines += ["", "## Machine", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in machine_info(context)]
-    lines += ["", "## Method", ""]
-    lines += [
+    return [*lines, ""]
+
+
+def _scenarios_method(config: BenchConfig, context: dict[str, Any]) -> list[str]:
+    return [
         "- Three Redis-protocol nodes and four single-worker uvicorn servers (`--loop uvloop "
         "--http httptools --no-access-log`), all on 127.0.0.1 and sharing the nodes: the service"
         " with the two bench routes (`bench.apps:create_bench_app`: a, b, c, e, f), the same with"
@@ -302,7 +327,131 @@ def render_markdown(
         "- Server commands: "
         + "; ".join(f"{name}: `{command}`" for name, command in context["server_commands"].items()),
     ]
-    return "\n".join(lines) + "\n"
+
+
+def _window_row(name: str, result: LoadResult) -> str:
+    return (
+        f"| {name} | {result.duration_s:.1f} | {result.requests_per_s:,.0f} "
+        f"| {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.accepted:,} "
+        f"| {result.status_errors + result.socket_errors} |"
+    )
+
+
+def _cpu_row(name: str, use: CpuUse) -> str:
+    return (
+        f"| {name} | {use.server:.2f} | {use.nodes:.2f} | {use.load:.2f} | {use.mover:.2f} "
+        f"| {use.others:.2f} | {use.machine:.2f} of {use.cores} "
+        f"| {', '.join(f'{busy:.2f}' for busy in use.per_cpu)} |"
+    )
+
+
+def render_moves(moves: list[MoveResult], generator: str) -> list[str]:
+    """The section of issue 10: the move's time, and what it costs the POSTs meanwhile."""
+    first = moves[0]
+    lines = [f"## Moving {first.pages:,} pages from 3 nodes to 4", ""]
+    if first.smoke:
+        lines += ["**Smoke run** (a small move, 1 s before it): the numbers mean nothing.", ""]
+    lines += [
+        f"`python -m app nodes add <4th node>` while the service takes POSTs (issue 10). Before"
+        f" the move the 3 nodes hold {first.pages:,} pages, {first.visits:,} visits; the POSTs"
+        f" go to {first.load_pages:,} of those pages, one drawn at random per request, as in"
+        " scenario (b). The *during* window is the whole life of the mover's process; the"
+        " *after* window, on the 4 nodes, shows how far the machine drifted meanwhile. The"
+        " server has CPU 0 and the nodes CPU 1; the mover is not pinned; the load generator (a"
+        " stand-in for remote clients) runs beside the nodes as in the scenarios, or beside the"
+        " server, which leaves CPU 1 to the move's work (`--move-placement`).",
+        "",
+        "| placement of the load generator | mover `--max-rate` | move time | pages moved"
+        " | POST throughput, during / before | POST p99, during / before"
+        " | drift: throughput, after / before | counts after |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for move in moves:
+        share = move.pages_moved / move.pages if move.pages else 0.0
+        lines.append(
+            f"| {PLACEMENT_TEXT[move.placement]} "
+            f"| {f'{move.max_rate:,.0f} pages/s' if move.max_rate else 'unpaced'} "
+            f"| {move.move_s:.1f} s "
+            f"| {move.pages_moved:,} ({share:.1%}) "
+            f"| {move.throughput_ratio:.2f} ({_verdict(move.throughput_met)}) "
+            f"| {move.p99_ratio:.2f} ({_verdict(move.p99_met)}) "
+            f"| {move.drift:.2f} "
+            f"| {'exact' if move.exact else '**not exact**'} |"
+        )
+    lines += [
+        "",
+        f"Goals: throughput during / before >= {THROUGHPUT_GOAL:g}, p99 during / before <="
+        f" {P99_GOAL:g}. Move time: the mover's own summary line, from its start to the stable"
+        " topology (its Python start-up excluded).",
+        "",
+    ]
+    for move in moves:
+        lines += _render_move(move, generator)
+    lines += [
+        "- Four fresh nodes (per placement); the first topology stored by the app's NodeSet (as"
+        " the service's first start does), then each page written to its owner with MSET"
+        " (count 1..100). The server: the same command and settings as the scenarios' main"
+        " server, on the 3 nodes.",
+        "- The same load generator and connections as the scenarios: a warm-up, the *before*"
+        " window (a fixed time), then the load started and, right after it, the mover; the load"
+        " is stopped (SIGINT: it reports the window it ran) when the mover exits. Then the"
+        " *after* window, as long as the before one: how far the machine drifted meanwhile (the"
+        " goals compare during with before).",
+        f"- Server: `{first.server_command}`. Mover: `{first.mover_command}`.",
+        "",
+    ]
+    return lines
+
+
+def _render_move(move: MoveResult, generator: str) -> list[str]:
+    lines = [
+        f"### {PLACEMENT_TEXT[move.placement][0].upper()}{PLACEMENT_TEXT[move.placement][1:]}",
+        "",
+    ]
+    if not move.pinned:
+        lines += ["Nothing pinned (fewer than 2 cores, or no affinity support).", ""]
+    lines += [
+        "| POST load | seconds | req/s | p50 ms | p99 ms | 2xx | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        _window_row("before the move", move.before),
+        _window_row("during the move", move.during),
+        _window_row("after the move (4 nodes)", move.after),
+        "",
+        "Cores busy in each window (CPU seconds per second, from /proc; *others* is this"
+        " harness and any other work on the machine):",
+        "",
+        "| POST load | server | nodes | load generator | mover | others | all "
+        "| each core (0, 1, ...) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        _cpu_row("before the move", move.cpu_before),
+        _cpu_row("during the move", move.cpu_during),
+        _cpu_row("after the move (4 nodes)", move.cpu_after),
+        "",
+        f"Moved in {move.move_s:.1f} s (the mover's process: {move.mover_wall_s:.1f} s from"
+        f" start to exit): {move.pages_moved:,} pages, {move.visits_moved:,} visits; "
+        + "; ".join(f"{a} -> {b}: {p:,} pages, {v:,} visits" for a, b, p, v in move.flows)
+        + f". Stored topology afterwards: {move.topology}. The {move.pages:,} pages were"
+        f" stored in {move.store_s:.1f} s.",
+        "",
+        "| node after the move | pages | visits | pages not on their owner |",
+        "|---|---:|---:|---:|",
+    ]
+    for node in move.nodes_after:
+        lines.append(f"| {node.label} | {node.pages:,} | {node.visits:,} | {node.misplaced:,} |")
+    lines.append(f"| all | {move.pages_after:,} | {move.visits_after:,} | {move.misplaced:,} |")
+    equal = move.visits_after == move.visits + move.accepted
+    lines += [
+        "",
+        f"Counts after the move: {move.visits_after:,} over the 4 nodes"
+        f" {'=' if equal else '!='} {move.visits:,} before + {move.accepted:,} visits the"
+        f" service accepted (it stored {move.stored:,}); {move.acknowledged:,} 2xx reached"
+        f" {generator} (all four windows: the difference is requests in flight when a"
+        f" window closed, counted by the service but not by the load generator);"
+        f" {move.pages_after:,} pages, each on one node, {move.misplaced:,} off their owner:"
+        f" {'**exact**' if move.exact else '**not exact**'}.",
+        "",
+    ]
+    return lines
 
 
 def write_chart(path: Path, summaries: dict[str, Summary]) -> None:
@@ -342,16 +491,43 @@ def write_chart(path: Path, summaries: dict[str, Summary]) -> None:
     plt.close(figure)
 
 
+def move_record(move: MoveResult) -> dict[str, Any]:
+    """The move's numbers for the JSON file, its verdicts included."""
+    return {
+        **dataclasses.asdict(move),
+        "throughput_ratio": move.throughput_ratio,
+        "drift": move.drift,
+        "p99_ratio": move.p99_ratio,
+        "throughput_met": move.throughput_met,
+        "p99_met": move.p99_met,
+        "visits_after": move.visits_after,
+        "pages_after": move.pages_after,
+        "exact": move.exact,
+    }
+
+
 def write_outputs(
-    config: BenchConfig, measurements: list[Measurement], context: dict[str, Any]
+    config: BenchConfig,
+    measurements: list[Measurement],
+    moves: list[MoveResult],
+    context: dict[str, Any],
 ) -> list[Path]:
-    """Write the report, the chart beside it (same name, .png) and the raw numbers (.json)."""
+    """Write the report, the chart beside it (same name, .png) and the raw numbers (.json).
+
+    The chart shows the scenarios: with none run (`--only move`), there is no chart.
+    """
     summaries = summarize(measurements)
     out = config.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    chart = out.with_suffix(".png")
-    write_chart(chart, summaries)
-    out.write_text(render_markdown(config, summaries, measurements, context, chart.name))
+    chart: Path | None = None
+    if summaries:
+        chart = out.with_suffix(".png")
+        write_chart(chart, summaries)
+    out.write_text(
+        render_markdown(
+            config, summaries, measurements, moves, context, None if chart is None else chart.name
+        )
+    )
     raw = out.with_suffix(".json")
     raw.write_text(
         json.dumps(
@@ -363,9 +539,10 @@ def write_outputs(
                 },
                 "context": context,
                 "measurements": [dataclasses.asdict(m) for m in measurements],
+                "moves": [move_record(move) for move in moves],
             },
             indent=1,
         )
         + "\n"
     )
-    return [out, chart, raw]
+    return [path for path in (out, chart, raw) if path is not None]

@@ -2,26 +2,31 @@
 
     python -m bench.run [--duration S] [--runs N] [--connections C] [--out docs/benchmarks.md]
                         [--warmup S] [--load auto|wrk|python] [--smoke]
+                        [--only scenarios|move] [--move-pages N]
+                        [--move-placement beside-nodes|beside-server|both]
 
 Starts three nodes and four single-worker uvicorn servers (the service, the same
 with its read cache off, the same with the per-visit log on, the raw ASGI app)
 on loopback, pinned to CPU 0;
 loads them from `wrk` (or the Python fallback) pinned to CPU 1; goes through
 every scenario once per run, runs interleaved so machine drift cancels out.
+Then the move section (bench/move.py): 1,000,000 pages moved from 3 nodes to 4
+with `python -m app nodes add` while the service takes POSTs. `--only move` runs
+that section alone; `--move-pages` makes it smaller (`--smoke`: 2,000 pages);
+`--move-placement beside-server` (or `both`) puts the load generator on the
+server's core, leaving the other to the nodes and the mover.
 Every child process is stopped on the way out, whatever happened.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -29,6 +34,8 @@ from typing import Any
 
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator, choose_load_generator
+from bench.move import PLACEMENTS, MoveConfig, MoveResult, run_move_section
+from bench.move import describe as describe_move
 from bench.processes import (
     REPO_ROOT,
     NodeSet,
@@ -37,31 +44,14 @@ from bench.processes import (
     pin_self_to_load_cpu,
 )
 from bench.report import write_outputs
-from bench.results import BenchConfig, Measurement
-from bench.scenarios import API, JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS, Scenario
+from bench.results import SECTIONS, BenchConfig, Measurement
+from bench.scenarios import JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS, Scenario
+from bench.service import service_env, wait_flushed
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+SMOKE_MOVE_PAGES = 2_000
 SETTLE_STEP_S = 0.2
 SETTLE_TIMEOUT_S = 5.0
-
-
-def service_env(nodes: NodeSet, data_dir: Path, batch_interval_s: float) -> dict[str, str]:
-    """Every setting the numbers depend on, explicit (a developer's `.env` is never read)."""
-    return {
-        "JOURNAL_VISITS": "false",
-        "REDIS_NODES": nodes.urls,
-        "DATA_DIR": str(data_dir),
-        # In the temporary root, removed afterwards; the default (/dev/shm) would outlive it.
-        "PROMETHEUS_DIR": str(data_dir / "prometheus"),
-        "API_PREFIX": API,
-        "BATCH_INTERVAL_SECONDS": str(batch_interval_s),
-        "BATCH_SIZE_LIMIT": "1000",
-        "CACHE_TTL_SECONDS": "5",
-        "CACHE_CAPACITY": "1000",
-        "HEALTH_CHECK_INTERVAL_SECONDS": "5",
-        "ENABLE_METRICS": "true",
-        "DEBUG": "false",
-    }
 
 
 def build_servers(nodes: NodeSet, root: Path, batch_interval_s: float) -> dict[str, ServerProcess]:
@@ -71,7 +61,7 @@ def build_servers(nodes: NodeSet, root: Path, batch_interval_s: float) -> dict[s
         name: ServerProcess(
             name,
             "bench.apps:create_bench_app",
-            {**service_env(nodes, root / f"data-{name}", batch_interval_s), **overrides},
+            {**service_env(nodes.urls, root / f"data-{name}", batch_interval_s), **overrides},
             root,
             factory=True,
         )
@@ -79,19 +69,6 @@ def build_servers(nodes: NodeSet, root: Path, batch_interval_s: float) -> dict[s
     }
     servers[RAW] = ServerProcess(RAW, "bench.raw_asgi:app", {}, root, factory=False)
     return servers
-
-
-def wait_flushed(server: ServerProcess, timeout: float) -> None:
-    """Until the service holds no unflushed visit (its metrics say so), at most `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with urllib.request.urlopen(f"{server.url}{API}/counter/metrics", timeout=5) as answer:
-            metrics = json.load(answer)["metrics"]
-        if metrics["pending_visits"] == 0 and metrics["write_buffer_size"] == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the service did not flush within {timeout}s: {metrics}")
-        time.sleep(0.05)
 
 
 class Session:
@@ -185,44 +162,73 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every `finally`: children get stopped
 
 
-def run_session(config: BenchConfig) -> tuple[list[Measurement], dict[str, Any]]:
+def run_scenarios(
+    config: BenchConfig, root: Path, load: LoadGenerator
+) -> tuple[list[Measurement], dict[str, Any]]:
+    """The scenarios on three nodes and four servers, then the 10,000-page flush."""
+    nodes = NodeSet(root / "nodes")
+    servers: dict[str, ServerProcess] = {}
+    try:
+        nodes.start()
+        servers = build_servers(nodes, root, config.batch_interval_s)
+        for server in servers.values():
+            server.launch()
+        for server in servers.values():
+            server.wait_ready()
+        print(f"bench: load from {load.name}; servers up: "
+              + ", ".join(f"{name} {server.url}" for name, server in servers.items()),
+              flush=True)  # fmt: skip
+        measurements = Session(config, nodes, servers, load).run_all()
+        for server in servers.values():
+            server.stop()
+        flush_ms = measure_flush_ms(nodes.urls, root / "data-flush")
+    finally:
+        for server in servers.values():  # before the nodes: the final flush reaches them
+            try:
+                server.stop()
+            except Exception as exc:
+                print(f"bench: stopping {server.name} failed: {exc}", file=sys.stderr)
+        nodes.stop()
+    context = {
+        "flush_10k_ms": flush_ms,
+        "server_commands": {name: shlex.join(server.command()) for name, server in servers.items()},
+    }
+    return measurements, context
+
+
+def run_session(
+    config: BenchConfig,
+) -> tuple[list[Measurement], list[MoveResult], dict[str, Any]]:
     pinned = pin_self_to_load_cpu()  # before any child starts: the nodes inherit the load core
+    measurements: list[Measurement] = []
+    moves: list[MoveResult] = []
     with tempfile.TemporaryDirectory(prefix="visit-counter-bench-") as tmp:
         root = Path(tmp)
         load = choose_load_generator(config.load, root / "wrk")
-        nodes = NodeSet(root / "nodes")
-        servers: dict[str, ServerProcess] = {}
-        try:
-            nodes.start()
-            servers = build_servers(nodes, root, config.batch_interval_s)
-            for server in servers.values():
-                server.launch()
-            for server in servers.values():
-                server.wait_ready()
-            print(f"bench: load from {load.name}; servers up: "
-                  + ", ".join(f"{name} {server.url}" for name, server in servers.items()),
-                  flush=True)  # fmt: skip
-            measurements = Session(config, nodes, servers, load).run_all()
-            for server in servers.values():
-                server.stop()
-            flush_ms = measure_flush_ms(nodes.urls, root / "data-flush")
-        finally:
-            for server in servers.values():  # before the nodes: the final flush reaches them
-                try:
-                    server.stop()
-                except Exception as exc:
-                    print(f"bench: stopping {server.name} failed: {exc}", file=sys.stderr)
-            nodes.stop()
-        context = {
-            "flush_10k_ms": flush_ms,
+        context: dict[str, Any] = {
             "pinned": pinned,
             "load_generator": load.name,
             "load_generator_version": load.version,
-            "server_commands": {
-                name: shlex.join(server.command()) for name, server in servers.items()
-            },
         }
-    return measurements, context
+        if "scenarios" in config.sections:
+            measurements, found = run_scenarios(config, root, load)
+            context.update(found)
+        # Placements differ only where cores can be pinned: elsewhere, one run says it all.
+        placements = config.move_placements if pinned else config.move_placements[:1]
+        for placement in placements if "move" in config.sections else ():
+            move_config = MoveConfig(
+                pages=config.move_pages,
+                window_s=config.duration_s,
+                warmup_s=config.warmup_s,
+                connections=config.connections,
+                batch_interval_s=config.batch_interval_s,
+                placement=placement,
+                max_rate=config.move_max_rate,
+            )
+            move = run_move_section(move_config, root, load, smoke=config.smoke)
+            print(describe_move(move), flush=True)
+            moves.append(move)
+    return measurements, moves, context
 
 
 def parse_args(argv: Sequence[str] | None) -> BenchConfig:
@@ -244,11 +250,41 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         help="which scenarios, by letter (default: all, e.g. 'ae' for a and e only)",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="1 s per scenario, 1 run, no warm-up: checks wiring"
+        "--only",
+        choices=SECTIONS,
+        help="run one section: the scenarios (and the flush), or the move of pages to a 4th node",
+    )
+    parser.add_argument(
+        "--move-pages",
+        type=int,
+        help="pages the move section stores on 3 nodes, then moves to 4 "
+        f"(default 1,000,000; {SMOKE_MOVE_PAGES:,} with --smoke)",
+    )
+    parser.add_argument(
+        "--move-max-rate",
+        type=float,
+        default=0.0,
+        help="the mover's --max-rate in the move section, pages per second (default: 0, unpaced)",
+    )
+    parser.add_argument(
+        "--move-placement",
+        choices=(*PLACEMENTS, "both"),
+        default=PLACEMENTS[0],
+        help="where the load generator runs in the move section (bench/move.py): beside the "
+        "nodes, as in the scenarios (the default), beside the server, or both, one after the other",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"1 s per scenario, 1 run, no warm-up, {SMOKE_MOVE_PAGES:,} pages moved: wiring only",
     )
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.runs, args.warmup = 1, 1, 0
+    if args.move_pages is None:
+        args.move_pages = SMOKE_MOVE_PAGES if args.smoke else 1_000_000
+    if args.move_pages < 1:
+        parser.error("--move-pages must be at least 1")
     known = {s.key for s in SCENARIOS}
     if not args.scenarios or not set(args.scenarios) <= known:
         parser.error(f"--scenarios takes letters from {''.join(sorted(known))}")
@@ -264,6 +300,10 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         load=args.load,
         smoke=args.smoke,
         scenarios=tuple(s for s in SCENARIOS if s.key in args.scenarios),
+        sections=SECTIONS if args.only is None else (args.only,),
+        move_pages=args.move_pages,
+        move_placements=PLACEMENTS if args.move_placement == "both" else (args.move_placement,),
+        move_max_rate=args.move_max_rate,
     )
 
 
@@ -272,15 +312,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     load_before = os.getloadavg()
-    measurements, context = run_session(config)
+    measurements, moves, context = run_session(config)
     context["load_average"] = {"before": load_before, "after": os.getloadavg()}
     context["command"] = shlex.join(
         ["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
     )
     context["wall_seconds"] = time.monotonic() - started
 
-    written = write_outputs(config, measurements, context)
+    written = write_outputs(config, measurements, moves, context)
     print("bench: wrote " + ", ".join(str(path) for path in written))
+    if not all(move.exact for move in moves):
+        print("bench: the counts after the move are not exact (see the report)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,8 @@
-"""The benchmark harness runs end to end (issue 4). Wiring only: no timing is asserted."""
+"""The benchmark harness runs end to end (issues 4 and 10). Wiring only: no timing is asserted."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,20 +14,23 @@ from bench.scenarios import SCENARIOS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.e2e
-@pytest.mark.timeout(180)
-def test_bench_smoke_run_writes_a_row_per_scenario_and_the_chart(tmp_path: Path) -> None:
-    report = tmp_path / "benchmarks.md"
+def run_bench(*args: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(report)],
+        [sys.executable, "-m", "bench.run", "--smoke", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    output = f"{completed.stdout}\n{completed.stderr}"
-    assert completed.returncode == 0, output
+    assert completed.returncode == 0, f"{completed.stdout}\n{completed.stderr}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_bench_smoke_run_writes_a_row_per_scenario_the_chart_and_the_move(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    run_bench("--out", str(report))
 
     text = report.read_text()
     for scenario in SCENARIOS:
@@ -34,3 +38,37 @@ def test_bench_smoke_run_writes_a_row_per_scenario_and_the_chart(tmp_path: Path)
     assert "Flush of 10,000 distinct pages to the 3 nodes" in text
     assert "## Ratios" in text
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
+    assert "## Moving 2,000 pages from 3 nodes to 4" in text
+    assert text.count("**exact**") == 1, text
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_bench_move_section_alone_moves_every_count_exactly(tmp_path: Path) -> None:
+    """`--only move`: a small paced move to a 4th node under POST load, the load generator
+    beside the server (the full run above covers the other placement); every visit
+    accounted for."""
+    report = tmp_path / "benchmarks.md"
+    run_bench(
+        "--only", "move", "--move-pages", "1000", "--move-placement", "beside-server",
+        "--move-max-rate", "5000", "--out", str(report),
+    )  # fmt: skip
+
+    text = report.read_text()
+    assert "## Moving 1,000 pages from 3 nodes to 4" in text
+    assert "## Ratios" not in text
+    assert not (tmp_path / "benchmarks.png").exists()
+    moves = json.loads((tmp_path / "benchmarks.json").read_text())["moves"]
+    assert [move["placement"] for move in moves] == ["beside-server"]
+    assert "| 5,000 pages/s |" in text
+    for move in moves:
+        assert move["pages"] == 1000
+        assert 0 < move["pages_moved"] < 1000
+        assert move["visits_moved"] > 0
+        assert move["topology"].startswith("version 4, stable")
+        assert len(move["nodes_after"]) == 4
+        assert all(node["pages"] > 0 and node["misplaced"] == 0 for node in move["nodes_after"])
+        assert move["pages_after"] == 1000
+        assert move["accepted"] >= move["acknowledged"] > 0
+        assert move["visits_after"] == move["visits"] + move["accepted"]
+        assert move["exact"] is True
