@@ -15,12 +15,19 @@ Each node's pool holds at most REDIS_POOL_SIZE connections, which the
 open-file budget reserves (`connection_limits.py`). A call finding them all busy
 waits up to REDIS_TIMEOUT for one: redis-py's default pool fails it at once, and
 600 concurrent reads marked every node down.
+
+A node that leaves the node set may still have calls in flight, and a call that
+was opening its connection when the pool was closed finishes with an open
+socket. So a removed node's client is retired, not dropped: its idle
+connections are closed again by each health check until no call that began
+before the removal can still be running, and once more when the manager closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +70,12 @@ class RedisManager:
         self.call_budget = settings.redis_connect_timeout + settings.redis_timeout
         self._clients: dict[str, Redis] = {}
         self._health: dict[str, NodeHealth] = {}
+        # Clients of nodes that left the node set, with when their last call must have ended.
+        self._retired: dict[Redis, float] = {}
+        # One call, every retry included, with a free connection to wait for first.
+        self._longest_call = settings.redis_timeout + self.call_budget * (
+            settings.redis_retry_attempts + 1
+        )
         self.identities = NodeIdentities()
         # Told of the topology version each health check finds on a node (the node set).
         self.on_topology_version: Callable[[str, int], None] | None = None
@@ -98,14 +111,20 @@ class RedisManager:
         self._health[name] = NodeHealth(name=name, port=urlsplit(url).port or 6379)
 
     async def remove_node(self, name: str) -> None:
-        """Stop using a node that left the node set; close its pool."""
+        """Stop using a node that left the node set; close its pool and retire its client."""
         client = self._clients.pop(name, None)
         self._health.pop(name, None)
         if client is not None:
-            try:
-                await client.aclose()
-            except Exception:
-                logger.exception("closing the client of %s failed", name)
+            self._retired[client] = time.monotonic() + self._longest_call
+            await _close(client, name)
+
+    async def _sweep_retired(self) -> None:
+        """Close what calls in flight at a removal have since put back in the retired pools."""
+        now = time.monotonic()
+        for client, calls_end_by in list(self._retired.items()):
+            await _close(client, "a removed node", in_use=False)
+            if now > calls_end_by:
+                del self._retired[client]
 
     @property
     def names(self) -> list[str]:
@@ -215,6 +234,7 @@ class RedisManager:
         }
 
     async def check_all(self) -> dict[str, bool]:
+        await self._sweep_retired()
         names = list(self._clients)
         results = await asyncio.gather(*(self.check(name) for name in names))
         self.identities.compare_new_ones()
@@ -230,6 +250,17 @@ class RedisManager:
         await self._checker.aclose()
         for name in list(self._clients):
             await self.remove_node(name)
+        for client in list(self._retired):
+            await _close(client, "a removed node")
+        self._retired.clear()
+
+
+async def _close(client: Redis, name: str, *, in_use: bool = True) -> None:
+    """Close a client's connections (idle ones only unless `in_use`); log, never raise."""
+    try:
+        await client.connection_pool.disconnect(inuse_connections=in_use)
+    except Exception:
+        logger.exception("closing the connections of %s failed", name)
 
 
 def _config_value(reply: object, key: str) -> str | None:

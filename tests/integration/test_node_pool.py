@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from app.core.embedded_nodes import RedisNodeProcess
+from app.core.redis_manager import RedisManager
 from app.services.running import running_counter
 from tests.conftest import SettingsFactory
 
@@ -42,3 +43,23 @@ async def test_reads_far_beyond_the_pool_size_wait_for_a_connection(
         assert not any(count.stale for count in counts)
         assert all(counter.nodes.manager.node_status().values())
         assert all(service_connections(node) <= POOL_SIZE for node in redis_nodes)
+
+
+async def test_calls_in_flight_when_their_node_is_removed_leave_no_connection_open(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> None:
+    """A call that was opening its connection when the pool closed must not keep it open."""
+    node = redis_nodes[0]
+    manager = RedisManager(make_settings([node]))
+    manager.add_node("leaving", node.url)
+    client = manager.client("leaving")
+    calls = [asyncio.create_task(client.ping()) for _ in range(POOL_SIZE)]
+    await asyncio.sleep(0)  # every call is now opening its connection
+    await manager.remove_node("leaving")
+    assert await asyncio.gather(*calls) == [True] * POOL_SIZE
+    assert service_connections(node) > 0  # what the calls opened after the removal
+
+    await manager.check_all()  # the health checks close what the retired pool holds
+
+    assert service_connections(node) == 0
+    await manager.aclose()
