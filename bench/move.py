@@ -15,7 +15,10 @@ and settings as the scenarios) runs on the three; then:
    must be the stored total plus the visits the service accepted, every page must be
    on exactly one node, its owner under the new ring.
 
-The mover is not pinned: it may run on both cores, as it would on a 2-core machine.
+The mover is not pinned: it may run on both cores, as it would on a 2-core machine. It
+runs under `nice -n 10`, as an operator would run it on a host that serves: here it
+shares two cores with the server, the nodes and the load generator, which in
+production it would not.
 The load generator (a stand-in for remote clients) runs beside the nodes, as in the
 scenarios, or (`placement`) beside the server: the move's work (the mover, and the
 nodes' share of it) needs most of a core, and there it has CPU 1 to itself. The CPU
@@ -440,7 +443,7 @@ def run_move_section(
         acknowledged += before.accepted
 
         mover_command = on_every_cpu(
-            [sys.executable, "-m", "app", "nodes", "add", new.url,
+            ["nice", "-n", "10", sys.executable, "-m", "app", "nodes", "add", new.url,
              "--timeout", str(MOVER_TIMEOUT_S), "--max-rate", str(config.max_rate)]
         )  # fmt: skip
         start = meter.snapshot()
