@@ -17,9 +17,11 @@ import redis
 
 from app.core.config import Settings
 from app.core.embedded_nodes import RedisNodeProcess, free_port
+from tests.support.cluster import LocalCluster
 from tests.support.service import ServiceProcess
 
 NodeFactory = Callable[..., list[RedisNodeProcess]]
+ClusterFactory = Callable[..., LocalCluster]
 SettingsFactory = Callable[..., Settings]
 
 
@@ -71,6 +73,44 @@ def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
     yield factory
     for node in started:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One 6-node Redis Cluster (3 primaries, 3 replicas) for the whole session."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("session-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster: LocalCluster) -> LocalCluster:
+    """The session's cluster, emptied for this test. Tests that kill, pause or reshard
+    use `cluster_factory` instead, so the next test finds the cluster as it was."""
+    redis_cluster.wait_stable()
+    redis_cluster.flush()
+    return redis_cluster
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start a cluster of this test's own (started and stable when returned); every one is
+    stopped at teardown, whatever the test did to it.
+
+    `node_timeout_ms` is `cluster-node-timeout` (default 2000); `extra_args` go to all six servers.
+    """
+    started: list[LocalCluster] = []
+
+    def factory(node_timeout_ms: int = 2000, extra_args: Sequence[str] = ()) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"cluster-{len(started)}", node_timeout_ms, extra_args)
+        cluster.start()
+        started.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in started:
+        cluster.stop()
 
 
 def node_urls(nodes: list[RedisNodeProcess]) -> str:
