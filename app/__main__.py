@@ -41,6 +41,7 @@ from app.core.logging import configure_logging
 from app.core.page_id import validate_page_id
 from app.core.redis_manager import RedisManager
 from app.services.quarantine import clear, quarantined
+from app.services.storage import open_storage
 from app.topology.nodeset import NodeSet, TopologyError
 
 logger = logging.getLogger("app.cli")
@@ -85,10 +86,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _check_nodes(settings: Settings) -> None:
-    """Before any worker starts: refuse nodes that cannot form a ring (one line, exit 2),
+    """Before any worker starts: refuse nodes the mode cannot use (one line, exit 2),
     and store the first topology if none is (what each worker's start does too)."""
-    manager = RedisManager(settings)
-    nodes = NodeSet(settings, manager)
+    storage = open_storage(settings)
+    manager, nodes = storage.manager, storage.nodes
     try:
         await nodes.start()
     finally:

@@ -29,12 +29,11 @@ from app.core.errors import CounterError, error_body
 from app.core.http_limits import STATE_KEY as CONNECTION_GUARD_KEY
 from app.core.logging import configure_logging
 from app.core.middleware import ProcessTimeMiddleware, RequestStats
-from app.core.redis_manager import RedisManager
 from app.services.metrics_log import MetricsLogger
 from app.services.prometheus_dir import open_prometheus
 from app.services.rate_limit import rate_limiter_for
+from app.services.storage import open_storage
 from app.services.visit_counter import VisitCounter
-from app.topology.nodeset import NodeSet
 
 if TYPE_CHECKING:  # imported for real by open_prometheus, once its directory is set
     from app.services.prometheus_metrics import PrometheusMetrics
@@ -50,10 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         # First: it raises the open-file limit, and refuses one that leaves no room.
         connection_guard = ConnectionGuard.for_process(settings)
-        manager = RedisManager(settings)
-        nodes = NodeSet(settings, manager)
+        storage = open_storage(settings)
+        manager, nodes = storage.manager, storage.nodes
         await nodes.start()  # raises TopologyError: one line, start-up fails
-        counter = VisitCounter(settings, nodes)
+        counter = VisitCounter(settings, nodes, storage.store)
         metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
         prometheus: PrometheusMetrics | None = None
         try:

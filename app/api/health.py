@@ -8,8 +8,12 @@ from fastapi import APIRouter
 
 from app import __version__
 from app.api.deps import AdminAccessDep, RuntimeDep
+from app.cluster.manager import ClusterManager
 from app.core.errors import NotReadyError
+from app.core.redis_manager import RedisManager
 from app.schemas.counter import (
+    ClusterMemberStatus,
+    ClusterStatus,
     CounterStatus,
     ErrorBody,
     HealthState,
@@ -63,6 +67,8 @@ async def get_status(
         uptime=str(datetime.now(UTC) - runtime.started_at),
         total_requests=runtime.request_stats.total_requests,
         redis_status=RedisStatus(
+            mode=runtime.settings.redis_mode,
+            cluster=_cluster_status(runtime.manager),
             topology=TopologyStatus(
                 version=topology.version,
                 state=topology.state,
@@ -98,6 +104,27 @@ async def get_status(
         ],
         version=__version__,
         debug_mode=runtime.settings.debug,
+    )
+
+
+def _cluster_status(manager: RedisManager) -> ClusterStatus | None:
+    if not isinstance(manager, ClusterManager):
+        return None
+    return ClusterStatus(
+        state=manager.state,
+        min_replicas_ack=manager.min_replicas_ack,
+        redirections=manager.redirections,
+        members=[
+            ClusterMemberStatus(
+                address=member.address,
+                role="replica" if member.role == "replica" else "primary",
+                primary=member.primary,
+                slots=member.slots,
+                connected=member.connected,
+                failing=member.failing,
+            )
+            for member in manager.members
+        ],
     )
 
 

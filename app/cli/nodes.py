@@ -6,6 +6,10 @@
   nodes add URL         add a node: move its share of the pages to it
   nodes remove URL      move every page off a node, then drop it
 
+In cluster mode (REDIS_MODE=cluster) `nodes` pings the cluster, `nodes status`
+shows its nodes, roles and slots, and a move is refused (exit 2): the cluster
+moves its slots itself (`redis-cli --cluster reshard`).
+
 A move can be killed at any point and the same command run again: it resumes
 (app/topology/mover.py). Exit status: 0 done, 1 a node is down (ping), 2 the
 command was refused (the reason is on stderr), 3 a node did not answer within
@@ -23,8 +27,9 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from app.cli.progress import draw_bar
+from app.cluster.manager import ClusterManager
 from app.core.config import Settings, load_settings
-from app.core.redis_manager import RedisManager
+from app.services.storage import open_storage
 from app.topology.mover import MoveError, MovePaused, Mover, MoveSummary
 from app.topology.nodeset import NodeSet
 
@@ -32,8 +37,8 @@ logger = logging.getLogger("app.cli")
 
 
 async def _with_nodes(settings: Settings, work: Callable[[NodeSet], Awaitable[int]]) -> int:
-    manager = RedisManager(settings)
-    nodes = NodeSet(settings, manager)
+    storage = open_storage(settings)
+    manager, nodes = storage.manager, storage.nodes
     try:
         await nodes.start()
         return await work(nodes)
@@ -67,6 +72,8 @@ def ping(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     async def run(nodes: NodeSet) -> int:
+        if isinstance(nodes.manager, ClusterManager):
+            return await _cluster_status(nodes.manager)
         topology = await nodes.refresh()
         print(f"topology version {topology.version}: {topology.state}")
         for label in topology.members:
@@ -124,7 +131,25 @@ def remove(args: argparse.Namespace) -> int:
     return _refusals(lambda: asyncio.run(_with_nodes(load_settings(), run)))
 
 
+async def _cluster_status(manager: ClusterManager) -> int:
+    await manager.check_all()
+    print(f"redis cluster: cluster_state {manager.state}, batches wait for "
+          f"{manager.min_replicas_ack} replica(s)")  # fmt: skip
+    for member in manager.members:
+        role = member.role if member.primary is None else f"replica of {member.primary}"
+        flags = "" if member.connected and not member.failing else "  (failing)"
+        print(f"  {member.address:<21}  {role:<30}  {member.slots:>5} slots{flags}")
+    return 0 if manager.state == "ok" else 1
+
+
 def _refusals(run: Callable[[], int]) -> int:
+    if load_settings().redis_mode == "cluster":
+        print(
+            "visit-counter: REDIS_MODE=cluster: the cluster places its slots itself; add or "
+            "remove its nodes with `redis-cli --cluster add-node|del-node|reshard`",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return run()
     except MoveError as exc:

@@ -36,6 +36,18 @@ class Settings(BaseSettings):
         default=EMBEDDED_NODES,
         description="Comma-separated redis:// URLs; unset means the embedded nodes on 7070-7072.",
     )
+    redis_mode: Literal["ring", "cluster"] = Field(
+        default="ring",
+        description="ring: pages placed on REDIS_NODES by this service's consistent-hash ring; "
+        "cluster: REDIS_NODES are startup nodes of one Redis Cluster, which places the pages.",
+    )
+    redis_min_replicas_ack: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description="Cluster mode: replicas that must have a batch (WAIT) before it is forgotten; "
+        "unset: 1 when the cluster has replicas, else 0.",
+    )
     redis_password: str = Field(default="", description="Password for every node (empty: none).")
     redis_db: int = Field(default=0, ge=0, le=15)
     redis_timeout: float = Field(
@@ -182,6 +194,23 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_format(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("redis_mode", mode="before")
+    @classmethod
+    def _lower_redis_mode(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_cluster_mode(self) -> Settings:
+        if self.redis_mode != "cluster":
+            return self
+        if self.uses_embedded_nodes:
+            raise ValueError(
+                "REDIS_MODE=cluster needs REDIS_NODES: one or more startup nodes of the cluster"
+            )
+        if self.redis_db != 0:
+            raise ValueError("REDIS_MODE=cluster needs REDIS_DB=0: a cluster has database 0 only")
+        return self
 
     @model_validator(mode="after")
     def _check_batching(self) -> Settings:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -67,6 +68,7 @@ class RedisManager:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.redis_timeout = settings.redis_timeout
         self.call_budget = settings.redis_connect_timeout + settings.redis_timeout
         self._clients: dict[str, Redis] = {}
         self._health: dict[str, NodeHealth] = {}
@@ -131,6 +133,11 @@ class RedisManager:
         return list(self._clients)
 
     def client(self, name: str) -> Redis:
+        return self._clients[name]
+
+    def events_source(self, name: str) -> Redis | RedisCluster:
+        """Where to subscribe to the events of node `name` (the cluster's client in cluster
+        mode, where PUBLISH reaches every node)."""
         return self._clients[name]
 
     def port(self, name: str) -> int:

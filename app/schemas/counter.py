@@ -75,7 +75,27 @@ class TopologyStatus(BaseModel):
     )
 
 
+class ClusterMemberStatus(BaseModel):
+    address: str
+    role: Literal["primary", "replica"]
+    primary: str | None = Field(description="For a replica, the primary it follows.")
+    slots: int
+    connected: bool
+    failing: bool = Field(description="Flagged fail or pfail by the node that answered.")
+
+
+class ClusterStatus(BaseModel):
+    """REDIS_MODE=cluster: the cluster as its last health check saw it."""
+
+    state: str = Field(description="`cluster_state` (ok, fail, or unknown when unreachable).")
+    min_replicas_ack: int = Field(description="Replicas that must have a batch (WAIT).")
+    redirections: int = Field(description="MOVED, ASK and TRYAGAIN answers followed so far.")
+    members: list[ClusterMemberStatus]
+
+
 class RedisStatus(BaseModel):
+    mode: Literal["ring", "cluster"] = "ring"
+    cluster: ClusterStatus | None = Field(default=None, description="Cluster mode only.")
     topology: TopologyStatus
     nodes: int
     healthy_nodes: int

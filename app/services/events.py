@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.core.tasks import PeriodicTask
 from app.services.batch import EVENTS_CHANNEL
@@ -73,7 +74,7 @@ class NodeEvents:
     def __init__(
         self,
         name: str,
-        client: Redis,
+        client: Redis | RedisCluster,
         on_event: Callable[[Event], None],
         on_subscribed: Callable[[], Awaitable[None]],
     ) -> None:

@@ -15,11 +15,11 @@ whose reset count the mover raised above them (app/topology/mover.py).
 from __future__ import annotations
 
 from app.services.batch import UNKNOWN_TAG
-from app.services.node_store import NodeStore
+from app.services.node_store import CountStore
 
 
 class ResetFencing:
-    def __init__(self, store: NodeStore) -> None:
+    def __init__(self, store: CountStore) -> None:
         self._store = store
         self._epochs: dict[str, int] = {}  # page -> newest reset epoch heard of
         self._floors: dict[str, int | None] = {}  # node -> floor (None: not read yet)

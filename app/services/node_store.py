@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.commands.core import AsyncScript
 
@@ -47,6 +47,9 @@ class ApplyResult:
     # The node's write floor when it refused the batch: it was routed at an older
     # topology version (app/topology/document.py) and must be re-routed. None: not refused.
     stale: int | None = None
+    # Pages of the batch an earlier attempt had stored (cluster mode: a slot group
+    # applied before the attempt that failed as a whole).
+    applied_before: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +59,37 @@ class PageRead:
     count: int
     applied_seq: int  # the node's applied mark for the mark field asked about
     topology_version: int  # the version the node holds
+    port: int | None = None  # the port of the server that answered, when not the node's own
 
 
 @dataclass(frozen=True, slots=True)
 class ResetResult:
     epoch: int | None  # None: refused, the reset was sent at an older topology version
+
+
+class CountStore(Protocol):
+    """The counting operations the engine needs of its storage: a ring node or a cluster."""
+
+    async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult: ...
+
+    async def read(
+        self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None
+    ) -> PageRead: ...
+
+    async def reset(
+        self,
+        node: str,
+        page_id: str,
+        *,
+        version: int,
+        move: int | None = None,
+        least: int = 0,
+        publish: bool = True,
+    ) -> ResetResult: ...
+
+    async def publish_reset(self, node: str, page_id: str, epoch: int) -> None: ...
+
+    async def reset_count(self, node: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,20 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from app.core.config import Settings
-from app.core.redis_manager import RedisManager
+from app.services.storage import open_storage
 from app.services.visit_counter import VisitCounter
-from app.topology.nodeset import NodeSet
 
 
 @asynccontextmanager
 async def running_counter(settings: Settings) -> AsyncIterator[VisitCounter]:
     """Node set, health checks and counter started; on the way out, the counter closed
     (unless the caller did, e.g. `abandon` in a crash test), then the nodes."""
-    manager = RedisManager(settings)
-    nodes = NodeSet(settings, manager)
+    storage = open_storage(settings)
+    manager, nodes = storage.manager, storage.nodes
     try:
         await nodes.start()
-        counter = VisitCounter(settings, nodes)
+        counter = VisitCounter(settings, nodes, storage.store)
         await manager.start()
         await counter.start()
         try:

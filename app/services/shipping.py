@@ -30,7 +30,7 @@ from app.services.batch import Batch
 from app.services.cache import StoredCountCache
 from app.services.fencing import ResetFencing
 from app.services.journal import Journal, JournalError
-from app.services.node_store import ApplyResult, NodeStore
+from app.services.node_store import ApplyResult, CountStore
 from app.services.outbox import NodeOutbox
 from app.services.stats import CounterStats
 from app.services.visit_log import VisitLog
@@ -58,7 +58,7 @@ class Shipper:
         self,
         settings: Settings,
         nodes: NodeSet,
-        store: NodeStore,
+        store: CountStore,
         fencing: ResetFencing,
         journal: Journal,
         visit_log: VisitLog | None,
@@ -360,7 +360,11 @@ class Shipper:
                 self._cache.discard(page_id)
             return
         self._stats.batches_stored += 1
-        self._stats.visits_stored += sum(batch.increments[page][0] for page in result.stored)
+        self._stats.visits_stored += sum(
+            batch.increments[page][0] for page in (*result.stored, *result.applied_before)
+        )
+        for page_id in result.applied_before:
+            self._cache.discard(page_id)
         for page_id, stored in result.stored.items():
             self._cache.raise_to(page_id, stored)
         for page_id, epoch in result.dropped.items():

@@ -30,7 +30,7 @@ from app.services.cache import StoredCountCache
 from app.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from app.services.fencing import ResetFencing
 from app.services.journal import Journal
-from app.services.node_store import NodeStore
+from app.services.node_store import CountStore, NodeStore, PageRead
 from app.services.outbox import NodeOutbox
 from app.services.quarantine import QuarantinedFile, quarantined
 from app.services.shipping import BatchObserver, Shipper
@@ -58,11 +58,12 @@ def new_writer_id() -> str:
 
 
 class VisitCounter:
-    def __init__(self, settings: Settings, nodes: NodeSet) -> None:
+    def __init__(self, settings: Settings, nodes: NodeSet, store: CountStore | None = None) -> None:
+        """`store`: where counts are kept (by default, the node set's ring nodes)."""
         self._settings = settings
         self._nodes = nodes
         self._manager = nodes.manager
-        self._store = NodeStore(self._manager)
+        self._store: CountStore = store or NodeStore(self._manager)
         self.cache = StoredCountCache(settings.cache_ttl_seconds, settings.cache_capacity)
         self.writer = new_writer_id()
         self.journal = Journal(settings.journal_dir, self.writer)
@@ -126,7 +127,7 @@ class VisitCounter:
         self._shipper.add_node(name)
         self._events[name] = NodeEvents(
             name,
-            self._manager.client(name),
+            self._manager.events_source(name),
             self._on_event,
             functools.partial(self._shipper.learn_floor, name),
         )
@@ -314,8 +315,13 @@ class VisitCounter:
                 # No flush, reset or topology change ran meanwhile: stored and pending agree.
                 if source is None:
                     self.cache.put(page_id, stored)
-                return VisitCount(stored + pending, f"redis_{self._manager.port(owner)}")
-        return VisitCount(stored + pending, f"redis_{self._manager.port(owner)}")
+                return VisitCount(stored + pending, self._served_via(owner, parts))
+        return VisitCount(stored + pending, self._served_via(owner, parts))
+
+    def _served_via(self, owner: str, parts: list[PageRead]) -> str:
+        """`redis_<port>` of the server that answered for the owner (cluster: per slot)."""
+        port = parts[-1].port or self._manager.port(owner)
+        return f"redis_{port}"
 
     async def reset(self, page_id: str) -> None:
         """Set the page to 0 on its node(s) and in every worker (pub/sub, well under a second).

@@ -57,6 +57,18 @@ class ServerFacts:
     cluster_enabled: bool
 
 
+def cluster_refusal(entries: Sequence[str], facts: Mapping[int, ServerFacts]) -> str | None:
+    """In cluster mode: the line to refuse start-up with when an entry is a standalone server."""
+    for position, fact in sorted(facts.items()):
+        if not fact.cluster_enabled:
+            return (
+                f"REDIS_NODES entry {position + 1} ({entries[position]}) is a standalone server "
+                "(cluster_enabled:0): REDIS_MODE=cluster needs nodes of a Redis Cluster; list "
+                "them, or set REDIS_MODE=ring"
+            )
+    return None
+
+
 def refusal(entries: Sequence[str], facts: Mapping[int, ServerFacts]) -> str | None:
     """The line to refuse start-up with, or None when the entries are usable.
 
@@ -67,8 +79,8 @@ def refusal(entries: Sequence[str], facts: Mapping[int, ServerFacts]) -> str | N
         if fact.cluster_enabled:
             return (
                 f"REDIS_NODES entry {position + 1} ({entries[position]}) is a Redis Cluster "
-                "node (cluster_enabled:1): ring mode needs standalone nodes; see the README, "
-                "'Redis Cluster'"
+                "node (cluster_enabled:1): ring mode needs standalone nodes; set "
+                "REDIS_MODE=cluster to use the cluster (see the README, 'Redis Cluster')"
             )
     seen: dict[tuple[str, int], int] = {}
     for position, fact in sorted(facts.items()):

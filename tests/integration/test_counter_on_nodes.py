@@ -103,6 +103,8 @@ def test_status_and_metrics_report_a_stopped_node_as_degraded(
         status = client.get("/status").json()
         assert status["status"] == "healthy"
         assert status["redis_status"] == {
+            "mode": "ring",
+            "cluster": None,
             "topology": {
                 "version": 1,
                 "state": "stable",

@@ -7,8 +7,10 @@ Each test pins one promise the files make to whoever runs `docker compose up`.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,16 @@ COMPOSE_REDIS_NODES = "redis://redis1:6379,redis://redis2:6379,redis://redis3:63
 FIELD_KEYS = {name.upper() for name in Settings.model_fields}
 # Keys the compose file fixes for its own topology instead of passing the shell's value through.
 COMPOSE_FIXED_KEYS = {"REDIS_NODES": COMPOSE_REDIS_NODES, "DATA_DIR": "/data"}
+# The `cluster` profile: six cluster nodes, the one-shot that joins them, the API on them.
+CLUSTER_NODE_SERVICES = tuple(f"redis-cluster-{number}" for number in range(1, 7))
+CLUSTER_PROFILE_SERVICES = {*CLUSTER_NODE_SERVICES, "cluster-init", "app-cluster"}
+CLUSTER_NETWORK = "redis-cluster"
+CLUSTER_FIXED_KEYS = {
+    "REDIS_MODE": "cluster",
+    "REDIS_NODES": ",".join(f"redis://{name}:6379" for name in CLUSTER_NODE_SERVICES),
+    "REDIS_MIN_REPLICAS_ACK": "1",
+    "DATA_DIR": "/data",
+}
 INTERPOLATION = re.compile(r"^\$\{(?P<key>[A-Z0-9_]+):-(?P<default>[^}]*)\}$")
 COMMENTED_ASSIGNMENT = re.compile(r"^#\s*(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 ASSIGNMENT = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
@@ -147,14 +159,14 @@ def test_compose_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
     assert "version" not in compose
 
 
-@pytest.mark.parametrize("name", REDIS_SERVICES)
+@pytest.mark.parametrize("name", REDIS_SERVICES + CLUSTER_NODE_SERVICES)
 def test_redis_node_persists_with_aof(services: dict[str, Any], name: str) -> None:
     command = command_text(services[name])
     assert re.search(r"--appendonly\s+yes\b", command), command
     assert re.search(r"--appendfsync\s+everysec\b", command), command
 
 
-@pytest.mark.parametrize("name", REDIS_SERVICES)
+@pytest.mark.parametrize("name", REDIS_SERVICES + CLUSTER_NODE_SERVICES)
 def test_redis_node_passes_the_services_configuration_check(
     services: dict[str, Any], name: str
 ) -> None:
@@ -170,12 +182,12 @@ def test_redis_node_passes_the_services_configuration_check(
     assert warnings == [], warnings
 
 
-@pytest.mark.parametrize("name", REDIS_SERVICES)
+@pytest.mark.parametrize("name", REDIS_SERVICES + CLUSTER_NODE_SERVICES)
 def test_redis_node_has_a_ping_healthcheck(services: dict[str, Any], name: str) -> None:
     assert "redis-cli ping" in healthcheck_text(services[name])
 
 
-@pytest.mark.parametrize("name", REDIS_SERVICES)
+@pytest.mark.parametrize("name", REDIS_SERVICES + CLUSTER_NODE_SERVICES)
 def test_redis_node_keeps_data_in_a_named_volume(
     compose: dict[str, Any], services: dict[str, Any], name: str
 ) -> None:
@@ -185,8 +197,9 @@ def test_redis_node_keeps_data_in_a_named_volume(
 
 
 def test_redis_nodes_do_not_share_a_volume(services: dict[str, Any]) -> None:
-    sources = [volume_targets(services[name]).get("/data") for name in REDIS_SERVICES]
-    assert len(set(sources)) == len(REDIS_SERVICES), sources
+    names = REDIS_SERVICES + CLUSTER_NODE_SERVICES
+    sources = [volume_targets(services[name]).get("/data") for name in names]
+    assert len(set(sources)) == len(names), sources
 
 
 def test_app_publishes_port_8000(services: dict[str, Any]) -> None:
@@ -249,6 +262,219 @@ def test_app_healthcheck_gets_readiness(services: dict[str, Any]) -> None:
     check = healthcheck_text(services["app"])
     assert "http://127.0.0.1:8000/health/ready" in check
     assert "curl" not in check, "python:3.11-slim has no curl"
+
+
+# --- docker-compose.yml: the `cluster` profile (issue 11) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_environment(services: dict[str, Any]) -> dict[str, str]:
+    return environment_of(services["app-cluster"])
+
+
+def cluster_address(service: dict[str, Any]) -> str:
+    """The fixed IPv4 address a cluster node has on the cluster network."""
+    address = service.get("networks", {}).get(CLUSTER_NETWORK, {}).get("ipv4_address")
+    assert address, "a cluster node needs a fixed address (see the compose file's comment)"
+    return str(address)
+
+
+def init_script(services: dict[str, Any]) -> str:
+    """cluster-init's shell script, as the container's shell gets it (compose's `$$` is `$`)."""
+    command = services["cluster-init"]["command"]
+    assert command[:2] == ["sh", "-c"], command
+    return str(command[2]).replace("$$", "$")
+
+
+def created_with(script: str) -> list[str]:
+    """The arguments of the script's `redis-cli --cluster create` line."""
+    (line,) = [line for line in script.splitlines() if "--cluster create" in line]
+    return shlex.split(line)
+
+
+def test_cluster_profile_is_six_nodes_an_init_and_the_app(services: dict[str, Any]) -> None:
+    in_profile = {
+        name for name, service in services.items() if "cluster" in service.get("profiles", [])
+    }
+    assert in_profile == CLUSTER_PROFILE_SERVICES
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTER_PROFILE_SERVICES))
+def test_cluster_services_start_only_with_the_cluster_profile(
+    services: dict[str, Any], name: str
+) -> None:
+    assert services[name].get("profiles") == ["cluster"]
+
+
+def test_default_services_neither_are_in_a_profile_nor_need_one(services: dict[str, Any]) -> None:
+    """`docker compose up` (no profile) runs the ring exactly as before the cluster profile."""
+    for name in (*REDIS_SERVICES, "app"):
+        assert "profiles" not in services[name], name
+        assert set(services[name].get("depends_on") or {}) <= set(REDIS_SERVICES), name
+
+
+@pytest.mark.parametrize("name", CLUSTER_NODE_SERVICES)
+def test_cluster_node_runs_in_cluster_mode(services: dict[str, Any], name: str) -> None:
+    command = command_text(services[name])
+    assert re.search(r"--cluster-enabled\s+yes\b", command), command
+    assert services[name].get("image") == "redis:7-alpine"
+
+
+def test_cluster_nodes_have_distinct_addresses_on_the_cluster_subnet(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    (pool,) = compose["networks"][CLUSTER_NETWORK]["ipam"]["config"]
+    addresses = [cluster_address(services[name]) for name in CLUSTER_NODE_SERVICES]
+    assert len(set(addresses)) == len(CLUSTER_NODE_SERVICES), addresses
+    subnet = pool["subnet"].rsplit(".", 1)[0] + "."
+    assert all(address.startswith(subnet) for address in addresses), (pool, addresses)
+
+
+def test_cluster_init_creates_the_six_nodes_with_one_replica_each(
+    services: dict[str, Any],
+) -> None:
+    arguments = created_with(init_script(services))
+    start = arguments.index("create") + 1
+    listed = arguments[start : start + len(CLUSTER_NODE_SERVICES)]
+    addresses = {f"{cluster_address(services[name])}:6379" for name in CLUSTER_NODE_SERVICES}
+    assert sorted(listed) == sorted(addresses)
+    options = arguments[start + len(CLUSTER_NODE_SERVICES) :]
+    assert options == ["--cluster-replicas", "1", "--cluster-yes"]
+
+
+def test_cluster_init_runs_once_after_every_node_is_healthy(services: dict[str, Any]) -> None:
+    init = services["cluster-init"]
+    assert init.get("restart") == "no"
+    depends_on = init.get("depends_on")
+    assert isinstance(depends_on, dict)
+    assert set(depends_on) == set(CLUSTER_NODE_SERVICES)
+    for name in CLUSTER_NODE_SERVICES:
+        assert depends_on[name].get("condition") == "service_healthy", name
+
+
+CLUSTER_INFO_NEW = "cluster_state:fail\r\ncluster_slots_assigned:0\r\ncluster_known_nodes:1\r\n"
+CLUSTER_INFO_OK = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:6\r\n"
+CLUSTER_INFO_DOWN = (
+    "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:6\r\n"
+)
+FAKE_REDIS_CLI = """#!/bin/sh
+echo "$*" >> "$FAKE_DIR/calls"
+case "$*" in
+  *"--cluster create"*) touch "$FAKE_DIR/created" ;;
+  *"cluster info"*) if [ -e "$FAKE_DIR/created" ]; then cat "$FAKE_DIR/after"; \\
+                    else cat "$FAKE_DIR/before"; fi ;;
+esac
+"""
+
+
+def run_init_script(script: str, tmp_path: Path, before: str, after: str) -> tuple[int, list[str]]:
+    """Run cluster-init's script with a fake redis-cli answering `cluster info` with `before`,
+    then `after` once the create ran (and a `sleep` that does not wait): exit code, cli calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("redis-cli", FAKE_REDIS_CLI), ("sleep", "#!/bin/sh\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "before").write_text(before)
+    (tmp_path / "after").write_text(after)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=30)
+    calls = tmp_path / "calls"
+    return done.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_cluster_init_leaves_an_existing_cluster_alone(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    returncode, calls = run_init_script(
+        init_script(services), tmp_path, CLUSTER_INFO_OK, CLUSTER_INFO_OK
+    )
+    assert returncode == 0
+    assert calls, "the script asked nothing"
+    assert not any("--cluster create" in call for call in calls), calls
+
+
+def test_cluster_init_creates_a_new_cluster_and_waits_for_it(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    script = init_script(services)
+    returncode, calls = run_init_script(script, tmp_path, CLUSTER_INFO_NEW, CLUSTER_INFO_OK)
+    assert returncode == 0
+    creates = [call for call in calls if "--cluster create" in call]
+    assert creates == [" ".join(created_with(script)[1:])]
+    assert "cluster info" in calls[-1], "it should end by checking the cluster serves"
+
+
+def test_cluster_init_fails_when_the_new_cluster_never_serves(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """A non-zero exit keeps app-cluster (service_completed_successfully) from starting."""
+    returncode, _ = run_init_script(
+        init_script(services), tmp_path, CLUSTER_INFO_NEW, CLUSTER_INFO_DOWN
+    )
+    assert returncode != 0
+
+
+def test_app_cluster_is_the_app_on_port_8001(services: dict[str, Any]) -> None:
+    app_cluster, app = services["app-cluster"], services["app"]
+    assert app_cluster.get("build") == app.get("build")
+    assert app_cluster.get("image") == app.get("image")
+    assert [str(port) for port in app_cluster.get("ports", [])] == ["8001:8000"]
+    assert app_cluster.get("healthcheck") == app.get("healthcheck")
+    assert app_cluster.get("stop_grace_period") == app.get("stop_grace_period")
+
+
+def test_app_cluster_starts_after_the_cluster_is_created(services: dict[str, Any]) -> None:
+    depends_on = services["app-cluster"].get("depends_on")
+    assert depends_on == {"cluster-init": {"condition": "service_completed_successfully"}}
+
+
+def test_app_cluster_redis_nodes_are_the_six_cluster_nodes(
+    cluster_environment: dict[str, str],
+) -> None:
+    nodes = cluster_environment["REDIS_NODES"].split(",")
+    assert sorted(nodes) == sorted(f"redis://{name}:6379" for name in CLUSTER_NODE_SERVICES)
+
+
+def test_app_cluster_sets_cluster_mode_and_otherwise_the_apps_settings(
+    app_environment: dict[str, str], cluster_environment: dict[str, str]
+) -> None:
+    """Fixed: cluster mode, its nodes, a replica's acknowledgement, /data. The rest is passed
+    through exactly as for `app` (so the fallback checks above hold for it too)."""
+    fixed = {key: cluster_environment.get(key) for key in CLUSTER_FIXED_KEYS}
+    assert fixed == CLUSTER_FIXED_KEYS
+    rest = {key: value for key, value in app_environment.items() if key not in CLUSTER_FIXED_KEYS}
+    assert {key: cluster_environment[key] for key in rest} == rest
+    assert set(cluster_environment) == set(rest) | set(CLUSTER_FIXED_KEYS)
+
+
+def test_app_cluster_environment_sets_only_settings_fields(
+    cluster_environment: dict[str, str],
+) -> None:
+    unknown = set(cluster_environment) - FIELD_KEYS
+    assert not unknown, f"not Settings fields (the service would ignore them): {sorted(unknown)}"
+
+
+def test_app_cluster_fixed_values_are_valid_settings(
+    cluster_environment: dict[str, str],
+) -> None:
+    fixed = {key.lower(): cluster_environment[key] for key in CLUSTER_FIXED_KEYS}
+    settings = Settings(_env_file=None, **fixed)
+    assert not settings.uses_embedded_nodes
+    assert settings.data_dir == Path("/data")
+
+
+def test_app_cluster_keeps_its_journal_in_its_own_named_volume(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    source = volume_targets(services["app-cluster"]).get("/data")
+    assert source in (compose.get("volumes") or {}), "the journal must outlive the container"
+    assert source != volume_targets(services["app"]).get("/data"), "two services, one journal"
+
+
+def test_cluster_services_share_the_cluster_network(services: dict[str, Any]) -> None:
+    for name in CLUSTER_PROFILE_SERVICES:
+        assert CLUSTER_NETWORK in services[name].get("networks", {}), name
 
 
 # --- Dockerfile -------------------------------------------------------------------------------

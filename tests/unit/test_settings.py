@@ -236,6 +236,9 @@ def test_empty_redis_nodes_means_the_embedded_nodes(
         ("MAX_CONNECTIONS", "many"),
         ("REDIS_POOL_SIZE", "0"),
         ("REDIS_POOL_SIZE", "10001"),
+        ("REDIS_MODE", "sentinel"),
+        ("REDIS_MIN_REPLICAS_ACK", "-1"),
+        ("REDIS_MIN_REPLICAS_ACK", "17"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(
@@ -265,6 +268,19 @@ def test_pending_bound_below_batch_size_names_both_keys(monkeypatch: pytest.Monk
     assert "\n" not in message
     assert "MAX_PENDING_PAGES_PER_NODE" in message
     assert "BATCH_SIZE_LIMIT" in message
+
+
+def test_cluster_mode_needs_listed_nodes_and_db_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = settings_error(monkeypatch, "REDIS_MODE", "Cluster")
+    assert "REDIS_MODE=cluster needs REDIS_NODES" in message
+    assert "\n" not in message
+    monkeypatch.setenv("REDIS_NODES", "redis://10.0.0.1:7000")
+    message = settings_error(monkeypatch, "REDIS_DB", "3")
+    assert "REDIS_MODE=cluster needs REDIS_DB=0" in message
+    monkeypatch.setenv("REDIS_DB", "0")
+    settings = load_settings()
+    assert settings.redis_mode == "cluster"
+    assert settings.redis_min_replicas_ack is None
 
 
 def test_error_hides_the_validation_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

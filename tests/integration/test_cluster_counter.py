@@ -1,0 +1,134 @@
+"""Cluster mode on a real 6-process Redis Cluster: exact counts, once, slot by slot (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from redis.crc import key_slot
+
+from app.cluster.buckets import applied_key, bucket_of, page_key
+from app.core.errors import NodeUnavailableError
+from app.services.batch import Batch
+from app.services.running import running_counter
+from app.topology.nodeset import TopologyError
+from tests.conftest import NodeFactory, SettingsFactory
+from tests.support.cluster import LocalCluster
+from tests.support.on_cluster import (
+    cluster_client,
+    cluster_counts,
+    cluster_store,
+    primary_port_of,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_counts_are_exact_on_the_cluster_and_read_back(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(cluster.nodes[:2], redis_mode="cluster")
+    sent = Counter(f"page-{number % 2000}" for number in range(5000))
+    async with running_counter(settings) as counter:
+        for page, count in sent.items():
+            for _ in range(count):
+                counter.record_visit(page)
+        await counter.flush()
+        reads = await asyncio.gather(*(counter.get_visits(page) for page in sent))
+        assert counter.stats.visits_stored == sum(sent.values())
+
+    assert [read.visits for read in reads] == list(sent.values())
+    assert cluster_counts(cluster, list(sent)) == sent
+    owners = {page: primary_port_of(cluster, key_slot(page_key(page).encode())) for page in sent}
+    assert {read.served_via for read in reads} <= {f"redis_{port}" for port in owners.values()}
+    assert all(
+        read.served_via == f"redis_{owners[page]}" for page, read in zip(sent, reads, strict=True)
+    )
+
+
+async def test_a_batch_sent_twice_is_applied_once_per_bucket_and_its_mark_lives_there(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster")
+    batch = Batch(
+        writer="w1",
+        seq=7,
+        node="cluster",
+        increments={f"p{number}": (number + 1, 0) for number in range(300)},
+        version=1,
+    )
+    async with cluster_store(settings) as store:
+        first = await store.apply(batch)
+        again = await store.apply(batch)
+
+    assert first.applied
+    assert len(first.stored) == 300
+    assert not again.applied
+    assert not again.stored
+    assert cluster_counts(cluster, list(batch.increments)) == {
+        page: count for page, (count, _) in batch.increments.items()
+    }
+    with cluster_client(cluster) as client:
+        for page in batch.increments:
+            mark = applied_key(bucket_of(page))
+            assert key_slot(mark.encode()) == key_slot(page_key(page).encode())
+            assert client.hget(mark, "w1|cluster") == b"7"
+
+
+async def test_a_reset_drops_older_increments_in_any_slot(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster")
+    pages = [f"reset-{number}" for number in range(50)]
+
+    def batch(seq: int, tag: int) -> Batch:
+        return Batch("w1", seq, "cluster", {page: (1, tag) for page in pages}, 1)
+
+    async with cluster_store(settings) as store:
+        floor = await store.reset_count("cluster")
+        await store.apply(batch(1, floor))
+        epoch = (await store.reset("cluster", pages[0], version=1)).epoch
+        assert epoch is not None
+        assert epoch > floor
+        late = await store.apply(batch(2, floor))  # sealed before the reset was heard of
+        tagged = await store.apply(batch(3, epoch))
+        assert await store.reset_count("cluster") >= epoch
+
+    assert late.dropped == {pages[0]: epoch}
+    assert pages[0] in tagged.stored
+    counts = cluster_counts(cluster, pages)
+    assert counts[pages[0]] == 1
+    assert all(counts[page] == 3 for page in pages[1:])
+
+
+async def test_too_few_replicas_keep_the_batch_for_a_retry_that_adds_nothing_twice(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    """WAIT 2 on primaries with one replica each: never enough, so the batch is not done."""
+    batch = Batch("w1", 1, "cluster", {f"wait-{n}": (2, 0) for n in range(40)}, 1)
+    strict = make_settings(
+        cluster.nodes[:1], redis_mode="cluster", redis_min_replicas_ack=2, redis_timeout=0.5
+    )
+    async with cluster_store(strict) as store:
+        with pytest.raises(NodeUnavailableError):
+            await store.apply(batch)
+    usual = make_settings(cluster.nodes[:1], redis_mode="cluster")
+    async with cluster_store(usual) as store:
+        retried = await store.apply(batch)  # the groups applied before are no-ops
+
+    assert not retried.applied
+    assert set(retried.applied_before) == set(batch.increments)
+    assert cluster_counts(cluster, list(batch.increments)) == dict.fromkeys(batch.increments, 2)
+
+
+async def test_cluster_mode_refuses_a_standalone_node_and_ring_mode_a_cluster_node(
+    cluster: LocalCluster, node_factory: NodeFactory, make_settings: SettingsFactory
+) -> None:
+    standalone = node_factory(1)
+    with pytest.raises(TopologyError, match=r"standalone server \(cluster_enabled:0\)"):
+        async with running_counter(make_settings(standalone, redis_mode="cluster")):
+            pass
+    with pytest.raises(TopologyError, match=r"Redis Cluster node \(cluster_enabled:1\)"):
+        async with running_counter(make_settings(cluster.nodes[:1])):
+            pass
