@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck clean bench load
+.PHONY: run test test-tools lint format typecheck clean bench load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ run: $(STAMP)
 	$(BIN)/python -m app serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --workers $${WORKERS:-1}
 
 ## test: lint, type-check, then the whole suite against real node and server processes
-test: $(STAMP) lint typecheck
+## (the Redis Cluster tests need redis-cli: installed with apt-get, as redis-tools, when missing)
+test: $(STAMP) lint typecheck test-tools
 	$(BIN)/python -m pytest
+
+test-tools:
+	@command -v redis-cli >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		apt-get install -y -qq redis-tools >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-tools >/dev/null 2>&1; } || \
+		echo "test: could not install redis-tools; the Redis Cluster tests need redis-cli"
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
