@@ -38,7 +38,7 @@ from app.core.embedded_nodes import NodeStartError, RedisNodeProcess
 from app.core.errors import InvalidPageIdError
 from app.core.http_limits import PROTOCOL_PATH
 from app.core.logging import configure_logging
-from app.core.page_id import validate_page_id
+from app.core.page_id import normalize_page_id
 from app.core.redis_manager import RedisManager
 from app.services.quarantine import clear, quarantined
 from app.services.storage import open_storage
@@ -114,7 +114,7 @@ def ring_for(settings: Settings, *, listed: bool) -> ConsistentHashRing:
 
 
 def ring_owner(args: argparse.Namespace) -> int:
-    print(ring_for(load_settings(), listed=args.listed).owner(validate_page_id(args.page_id)))
+    print(ring_for(load_settings(), listed=args.listed).owner(normalize_page_id(args.page_id)))
     return 0
 
 

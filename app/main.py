@@ -102,7 +102,12 @@ def create_app(settings: Settings) -> FastAPI:
         description="Counts page visits exactly once across a sharded set of Redis nodes.",
     )
     # Added first, so it runs inside ProcessTimeMiddleware and shares its header and count.
-    app.add_middleware(FastVisitRoute, api_prefix=settings.api_prefix, rate_limiter=rate_limiter)
+    app.add_middleware(
+        FastVisitRoute,
+        api_prefix=settings.api_prefix,
+        rate_limiter=rate_limiter,
+        keep_trailing_slash=settings.page_id_trailing_slash == "keep",
+    )
     app.add_middleware(ProcessTimeMiddleware, stats=request_stats, api_prefix=settings.api_prefix)
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)

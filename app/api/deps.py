@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from app.core.config import Settings
 from app.core.errors import RateLimitedError, UnauthorizedError
 from app.core.middleware import RequestStats
+from app.core.page_id import normalize_page_id
 from app.core.redis_manager import RedisManager
 from app.schemas.counter import ErrorBody
 from app.services.rate_limit import RateLimiter
@@ -49,6 +50,20 @@ async def get_counter(request: Request) -> VisitCounter:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def page_id_of(request: Request, route: str) -> str:
+    """The canonical page id of `<prefix>/counter/<route>/{page_id:path}` (422 if none).
+
+    Read from the decoded path itself, not the path parameter: the router's match
+    drops a trailing newline (`%0A`), which must be refused, not ignored.
+    """
+    settings: Settings = request.state.runtime.settings
+    raw = request.scope["path"].removeprefix(f"{settings.api_prefix}/counter/{route}/")
+    keep = settings.page_id_trailing_slash == "keep"
+    return normalize_page_id(raw, keep_trailing_slash=keep)
+
+
 CounterDep = Annotated[VisitCounter, Depends(get_counter)]
 
 

@@ -2,7 +2,7 @@
 
 Recording a visit is a dict increment; routing, dependency injection and
 pydantic serialization would cost several times that. This middleware answers
-the visit route itself, with the same validation (`validate_page_id`), the same
+the visit route itself, with the same page id rules (`normalize_page_id`), the same
 service call and the same JSON body as the FastAPI route in
 `endpoints/counter.py`, which stays registered for the OpenAPI docs and as the
 reference the tests compare against. Every other request goes to FastAPI.
@@ -11,15 +11,18 @@ The request body is never read.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import CounterError, RateLimitedError, error_body
-from app.core.page_id import validate_page_id
+from app.core.page_id import normalize_page_id
 from app.services.rate_limit import RateLimiter
 
 _HEADERS = [(b"content-type", b"application/json")]
+_PLAIN_JSON = re.compile(r"[A-Za-z0-9._~:/-]+")  # ids JSON holds as they are
 
 
 def _response_start(
@@ -33,11 +36,17 @@ def _response_start(
 
 class FastVisitRoute:
     def __init__(
-        self, app: ASGIApp, api_prefix: str, rate_limiter: RateLimiter | None = None
+        self,
+        app: ASGIApp,
+        api_prefix: str,
+        rate_limiter: RateLimiter | None = None,
+        *,
+        keep_trailing_slash: bool = False,
     ) -> None:
         self.app = app
         self._visit_path = f"{api_prefix}/counter/visit/"
         self._rate_limiter = rate_limiter
+        self._keep_trailing_slash = keep_trailing_slash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -48,29 +57,42 @@ class FastVisitRoute:
             await self.app(scope, receive, send)
             return
         page_id: str = scope["path"][len(self._visit_path) :]
-        if not page_id or "/" in page_id:
-            await self.app(scope, receive, send)  # not this route: FastAPI answers (404)
-            return
         try:
             # Off (the default): this attribute check is all it costs. Checked before the
             # page id, as the FastAPI route's dependency is: invalid ids cost tokens too.
             limiter = self._rate_limiter
             if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
                 raise RateLimitedError(wait)
-            scope["state"]["runtime"].counter.record_visit(validate_page_id(page_id))
+            page_id = normalize_page_id(page_id, keep_trailing_slash=self._keep_trailing_slash)
+            scope["state"]["runtime"].counter.record_visit(page_id)
         except CounterError as exc:
             payload = error_body(exc.code, exc.message)
             start = _response_start(exc.status_code, payload, exc.headers)
         else:
-            # page_id passed validation: only characters that need no JSON escaping.
             timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            payload = (
-                f'{{"status":"success","message":"Visit recorded for page {page_id}",'
-                f'"page_id":"{page_id}","timestamp":"{timestamp}"}}'
-            ).encode()
+            payload = _recorded(page_id, timestamp)
             start = _response_start(200, payload)
         await send(start)
         await send({"type": "http.response.body", "body": payload})
+
+
+def _recorded(page_id: str, timestamp: str) -> bytes:
+    """The route's 200 body; formatted by hand when the id needs no JSON escaping."""
+    if _PLAIN_JSON.fullmatch(page_id):
+        return (
+            f'{{"status":"success","message":"Visit recorded for page {page_id}",'
+            f'"page_id":"{page_id}","timestamp":"{timestamp}"}}'
+        ).encode()
+    return json.dumps(
+        {
+            "status": "success",
+            "message": f"Visit recorded for page {page_id}",
+            "page_id": page_id,
+            "timestamp": timestamp,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
 
 
 def _client_host(scope: Scope) -> str:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.cli.progress import draw_bar
-from app.core.page_id import validate_page_id
+from app.core.page_id import normalize_page_id
 
 _READ_CONCURRENCY = 16
 _POLL_SECONDS = 0.2
@@ -266,7 +266,7 @@ def run(
         print(f"visit-counter load: {exc}", file=sys.stderr)
         return 2
     prefix = prefix or f"load-{secrets.token_hex(4)}"
-    validate_page_id(f"{prefix}-{pages - 1}")  # InvalidPageIdError: reported by the caller
+    normalize_page_id(f"{prefix}-{pages - 1}")  # InvalidPageIdError: reported by the caller
     plan = LoadPlan(base_url, requests, pages, concurrency, timeout, prefix, api_prefix)
     report = asyncio.run(run_load(plan, progress_bar(requests, sys.stderr)))
     return summarize(plan, report, sys.stdout)

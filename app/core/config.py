@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     )
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    # Page ids (app/core/page_id.py)
+    page_id_trailing_slash: Literal["strip", "keep"] = Field(
+        default="strip",
+        description="strip: `/blog/` and `/blog` are one page; keep: two pages.",
+    )
+
     # Consistent hashing
     virtual_nodes: int = Field(default=100, ge=1, le=10_000)
 

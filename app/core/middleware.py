@@ -32,7 +32,7 @@ class ProcessTimeMiddleware:
         self.stats = stats
         self._api_prefix = api_prefix
         self._visit_prefix = f"{api_prefix}/counter/visit/"
-        self._visit_template = self._visit_prefix + "{page_id}"
+        self._visit_template = self._visit_prefix + "{page_id:path}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,16 +65,11 @@ class ProcessTimeMiddleware:
         template = getattr(scope.get("route"), "path", None)
         if isinstance(template, str):
             # FastAPI 0.165 keeps included routers nested: the route's path lacks the
-            # API prefix. Path parameters match one segment each, so a template with
-            # fewer segments than the request path is missing it.
-            if template.count("/") != scope["path"].count("/") and scope["path"].startswith(
-                self._api_prefix + "/"
-            ):
+            # API prefix.
+            prefix = self._api_prefix + "/"
+            if scope["path"].startswith(prefix) and not template.startswith(prefix):
                 return self._api_prefix + template
             return template
-        prefix = self._visit_prefix
-        if scope["method"] == "POST" and scope["path"].startswith(prefix):
-            page_id = scope["path"][len(prefix) :]
-            if page_id and "/" not in page_id:
-                return self._visit_template
+        if scope["method"] == "POST" and scope["path"].startswith(self._visit_prefix):
+            return self._visit_template
         return UNMATCHED_ROUTE

@@ -1,25 +1,69 @@
-"""Page id validation, shared by every route that takes a page id."""
+"""Page ids: URL paths (or any name) made into one canonical id, else a clear 422.
+
+Every route that takes a page id (`…/visit/{page_id}`, `…/visits/{page_id}`, the
+pixel and the badge) takes the rest of the path, slashes included, so a site
+can count `location.pathname` as it is. The id is, in this order:
+
+1. decoded: the server has already percent-decoded the path (`blog%2Fpost` is
+   `blog/post`, `caf%C3%A9` is `café`); a `?` or `#` that arrives encoded ends
+   the id (a query or fragment is never part of it);
+2. NFC-normalised, so the two ways to spell `é` are one page;
+3. runs of `/` made one; the leading `/` dropped (optional); the trailing `/`
+   dropped too unless PAGE_ID_TRAILING_SLASH=keep, so `/blog/` and `/blog` do
+   not split; the site root (`/`, sent as `…/visit/%2F`) is the id `/`;
+4. refused (422) when empty, longer than 512 bytes of UTF-8, holding a control
+   character, or holding a `.` or `..` segment.
+
+An id made only of letters, digits and `._~:-` (every id release 1 accepted) is
+left as it is, so its placement and key never change; the hot path checks for
+that first and skips the rest.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from app.core.errors import InvalidPageIdError
 
-MAX_PAGE_ID_LENGTH = 256
-PAGE_ID_CHARACTERS = "letters, digits and . _ - ~ :"
-PAGE_ID_REGEX = r"[A-Za-z0-9._~:-]{1,256}"  # also the OpenAPI `pattern` of page id parameters
-_VALID = re.compile(PAGE_ID_REGEX)
+MAX_PAGE_ID_BYTES = 512
+ROOT_PAGE_ID = "/"
+PAGE_ID_RULES = (
+    f"a URL path or name of at most {MAX_PAGE_ID_BYTES} bytes of UTF-8, without control "
+    "characters or '.'/'..' segments"
+)
+_PLAIN = re.compile(r"[A-Za-z0-9._~:-]{1,256}")  # release 1's ids: canonical as they are
+_SLASHES = re.compile(r"/{2,}")
+
+
+def normalize_page_id(raw: str, *, keep_trailing_slash: bool = False) -> str:
+    """The canonical id of `raw` (see the module docstring); InvalidPageIdError if none."""
+    if _PLAIN.fullmatch(raw) is not None and raw not in (".", ".."):
+        return raw
+    if not raw:
+        raise InvalidPageIdError("page id must not be empty")
+    text = raw.split("?", 1)[0].split("#", 1)[0]
+    text = _SLASHES.sub("/", unicodedata.normalize("NFC", text))
+    text = text.removeprefix("/")
+    if not keep_trailing_slash:
+        text = text.removesuffix("/")
+    if not text:
+        return ROOT_PAGE_ID
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise InvalidPageIdError("page id must not hold control characters")
+    if any(segment in (".", "..") for segment in text.split("/")):
+        raise InvalidPageIdError("page id must not hold '.' or '..' segments")
+    size = len(text.encode())
+    if size > MAX_PAGE_ID_BYTES:
+        raise InvalidPageIdError(
+            f"page id is {size} bytes long in UTF-8; the limit is {MAX_PAGE_ID_BYTES}"
+        )
+    return text
 
 
 def validate_page_id(page_id: str) -> str:
-    """Return `page_id` if it is 1-256 safe characters, else raise InvalidPageIdError."""
-    if _VALID.fullmatch(page_id) is not None:
-        return page_id
-    if not page_id:
-        raise InvalidPageIdError("page id must not be empty")
-    if len(page_id) > MAX_PAGE_ID_LENGTH:
-        raise InvalidPageIdError(
-            f"page id is {len(page_id)} characters long; the limit is {MAX_PAGE_ID_LENGTH}"
-        )
-    raise InvalidPageIdError(f"page id may only contain {PAGE_ID_CHARACTERS}")
+    """`page_id` itself when it is canonical (e.g. read back from a journal), else 422."""
+    canonical = normalize_page_id(page_id, keep_trailing_slash=True)
+    if canonical != page_id:
+        raise InvalidPageIdError(f"page id {page_id!r} is not canonical ({canonical!r})")
+    return page_id

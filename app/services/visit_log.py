@@ -1,10 +1,12 @@
 """The per-visit log (JOURNAL_VISITS=true): every acknowledged visit is on disk first.
 
 Each visit appends one line (`<page>`, or `<page> <tag>` when its tag, see
-`batch.py`, is not 0) to the current segment with a single O_APPEND `write()`, before the 200
-goes out. There is no fsync: the line survives the process dying in any way
-(`kill -9` included), because it is in the kernel's page cache, but not a crash
-of the machine itself within the kernel's writeback delay (about 30 s by default).
+`batch.py`, is not 0; in `<page>`, `%` and space are written `%25` and `%20`, so
+the line splits one way only) to the current segment with a single O_APPEND
+`write()`, before the 200 goes out. There is no fsync: the line survives the
+process dying in any way (`kill -9` included), because it is in the kernel's page
+cache, but not a crash of the machine itself within the kernel's writeback delay
+(about 30 s by default).
 
 Segment N (`<writer>.visits.<N>`) holds exactly the visits of flush number N:
 the buffer swap that ends a segment also starts the next one. A segment is
@@ -31,14 +33,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.page_id import MAX_PAGE_ID_LENGTH
+from app.core.errors import InvalidPageIdError
+from app.core.page_id import MAX_PAGE_ID_BYTES, validate_page_id
 from app.services.quarantine import DamagedLine
 
 logger = logging.getLogger(__name__)
 
 SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
 
-_PAGE = rf"[A-Za-z0-9._~:-]{{1,{MAX_PAGE_ID_LENGTH}}}"  # app/core/page_id.py, as bytes
+# A page id as written (no control byte, no space: see `_escape`); at most 3 bytes per byte.
+_PAGE = rf"[^\x00-\x20\x7f]{{1,{3 * MAX_PAGE_ID_BYTES}}}"
+_ESCAPED = re.compile(r"%(25|20)")
 # The tag is an epoch, or -1 (UNKNOWN_TAG: logged before the node's reset count was read).
 _VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}}))?\n".encode())
 # What a write() of a visit line cut short can leave: a prefix of a visit line.
@@ -72,7 +77,8 @@ class VisitLog:
     def append(self, page_id: str, epoch: int) -> None:
         """One visit, one write(); raises OSError if the kernel does not take all of it."""
         assert self._fd is not None, "visit log is not open"
-        data = (f"{page_id} {epoch}\n" if epoch else f"{page_id}\n").encode()
+        page = _escape(page_id)
+        data = (f"{page} {epoch}\n" if epoch else f"{page}\n").encode()
         written = os.write(self._fd, data)
         if written != len(data):
             self._cut(written)
@@ -172,7 +178,10 @@ def read_segment(path: Path) -> SegmentRead:
                     DamagedLine(line_offset, len(raw), torn, "unreadable visit line", visits=None)
                 )
                 continue
-            page_id = visit.group(1).decode()
+            page_id = _page_of(visit.group(1))
+            if page_id is None:
+                damage.append(DamagedLine(line_offset, len(raw), False, "not a page id", None))
+                continue
             epoch = int(visit.group(2) or 0)
             visits, known_epoch = counts.get(page_id, (0, epoch))
             if epoch > known_epoch:
@@ -181,3 +190,19 @@ def read_segment(path: Path) -> SegmentRead:
                 continue  # counted before a reset this writer had seen: fenced anyway
             counts[page_id] = (visits + 1, known_epoch)
     return SegmentRead(counts, tuple(damage))
+
+
+def _escape(page_id: str) -> str:
+    """`%` and space written as `%25` and `%20`: page ids of release 1 hold neither."""
+    if "%" not in page_id and " " not in page_id:
+        return page_id
+    return page_id.replace("%", "%25").replace(" ", "%20")
+
+
+def _page_of(written: bytes) -> str | None:
+    """The page id a line holds, or None when the bytes are not one (damage)."""
+    try:
+        page_id = _ESCAPED.sub(lambda match: chr(int(match[1], 16)), written.decode())
+        return validate_page_id(page_id)
+    except (UnicodeDecodeError, InvalidPageIdError):
+        return None

@@ -107,8 +107,8 @@ def test_every_response_carries_process_time_and_errors_are_json(
             "post": client.post(f"{API}/visit/ok"),
             "status": client.get("/status"),
             "metrics": client.get(f"{API}/metrics"),
-            "bad id": client.post(f"{API}/visit/bad%20id"),
-            "long id": client.get(f"{API}/visits/{'x' * 257}"),
+            "bad id": client.post(f"{API}/visit/bad%00id"),
+            "long id": client.get(f"{API}/visits/{'x' * 513}"),
             "unknown": client.get("/no/such/route"),
             "wrong method": client.put(f"{API}/visit/ok"),
         }
@@ -117,7 +117,7 @@ def test_every_response_carries_process_time_and_errors_are_json(
         assert response.headers["content-type"] == "application/json", name
     assert responses["bad id"].status_code == 422
     assert responses["bad id"].json()["error"] == "invalid_page_id"
-    assert "257" in responses["long id"].json()["message"]
+    assert "513" in responses["long id"].json()["message"]
     assert responses["unknown"].status_code == 404
     assert responses["unknown"].json()["error"] == "not_found"
     assert responses["wrong method"].status_code == 405

@@ -42,7 +42,9 @@ def test_a_visit_gets_the_seed_body_and_headers(client: TestClient) -> None:
     assert status["counter_status"]["write_buffer_size"] == 1
 
 
-@pytest.mark.parametrize("page_id", ["bad%20id", "x" * 257, "caf%C3%A9", "%00"])
+@pytest.mark.parametrize(
+    "page_id", ["x" * 513, "%00", "a/%2E%2E/b", "%2E", "blog/%2E/x", "%0A", "a%0A"]
+)
 def test_invalid_ids_get_the_same_error_as_the_fastapi_routes(
     client: TestClient, page_id: str
 ) -> None:
@@ -53,11 +55,35 @@ def test_invalid_ids_get_the_same_error_as_the_fastapi_routes(
     assert fast.json()["error"] == "invalid_page_id"
 
 
-@pytest.mark.parametrize("path", [f"{API}/visit/", f"{API}/visit/a/b", f"{API}/visit/a%2Fb"])
-def test_paths_that_are_not_the_route_fall_through_to_404(client: TestClient, path: str) -> None:
-    response = client.post(path)
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
+def test_an_empty_id_is_a_422(client: TestClient) -> None:
+    response = client.post(f"{API}/visit/")
+    assert response.status_code == 422
+    assert response.json()["message"] == "page id must not be empty"
+
+
+@pytest.mark.parametrize(
+    ("sent", "page_id"),
+    [
+        ("blog/2026/hello", "blog/2026/hello"),
+        ("blog%2F2026%2Fhello", "blog/2026/hello"),
+        ("/blog/2026/hello/", "blog/2026/hello"),
+        ("caf%C3%A9/men%C3%BC", "caf\u00e9/men\u00fc"),
+        ("cafe%CC%81", "caf\u00e9"),
+        ("say%20%22hi%22%5C", 'say "hi"\\'),
+        ("%2F", "/"),
+    ],
+)
+def test_url_paths_are_counted_under_their_canonical_id(
+    client: TestClient, sent: str, page_id: str
+) -> None:
+    response = client.post(f"{API}/visit/{sent}")
+    assert response.status_code == 200
+    assert response.json()["page_id"] == page_id
+    assert response.json()["message"] == f"Visit recorded for page {page_id}"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert client.get(f"{API}/visits/{sent}").json()["visits"] == 1
+    assert client.delete(f"{API}/visits/{sent}").json()["page_id"] == page_id
+    assert client.get(f"{API}/visits/{page_id}").json()["visits"] == 0
 
 
 def test_the_request_body_is_ignored(client: TestClient) -> None:

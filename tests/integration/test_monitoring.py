@@ -20,7 +20,7 @@ from tests.support.metrics import Samples, parse_metrics
 pytestmark = pytest.mark.integration
 
 API = "/api/v1/counter"
-VISIT_ROUTE = f"{API}/visit/{{page_id}}"
+VISIT_ROUTE = f"{API}/visit/{{page_id:path}}"
 NO_PERSISTENCE = ("--appendonly", "no", "--save", "")
 EVICTING = ("--maxmemory-policy", "allkeys-lru")
 CONFIG_RENAMED = ("--rename-command", "CONFIG", "")
@@ -51,7 +51,7 @@ def test_metrics_count_visits_batches_cache_and_requests_by_route_template(
     with TestClient(create_app(make_settings(redis_nodes))) as client:
         for page_id in pages:
             assert client.post(f"{API}/visit/{page_id}").status_code == 200
-        assert client.post(f"{API}/visit/bad page").status_code == 422
+        assert client.post(f"{API}/visit/bad%00page").status_code == 422
         client.get(f"{API}/visits/{pages[0]}")  # a miss, read from the node
         client.get(f"{API}/visits/{pages[0]}")  # a hit
         wait_until(lambda: scrape(client).value("visit_counter_visits_stored_total") == 7)
@@ -73,7 +73,7 @@ def test_metrics_count_visits_batches_cache_and_requests_by_route_template(
     duration = "visit_counter_http_request_duration_seconds_count"
     assert samples.sum(duration, route=VISIT_ROUTE, method="POST", status="200") == 7
     assert samples.sum(duration, route=VISIT_ROUTE, method="POST", status="422") == 1
-    assert samples.sum(duration, route=f"{API}/visits/{{page_id}}", method="GET") == 2
+    assert samples.sum(duration, route=f"{API}/visits/{{page_id:path}}", method="GET") == 2
     for labels in samples.labels_of(duration):
         assert not any("secret-page" in value for value in labels.values()), labels
 

@@ -156,11 +156,11 @@ def test_read_segment_skips_a_torn_line_that_carries_an_epoch(directory: Path) -
         b"home 1 2\n",
         b"home -2\n",  # -1 is a tag (UNKNOWN_TAG); no other negative is
         b"\x00\x00\x00\n",
-        b"caf\xc3\xa9\n",
+        b"cafe\xcc\x81\n",  # NFD: not a canonical page id
         b"\xff\xfe\n",
         b"\n",
     ],
-    ids=["epoch", "two-epochs", "negative", "nul", "non-ascii", "not-utf8", "empty"],
+    ids=["epoch", "two-epochs", "negative", "nul", "not-nfc", "not-utf8", "empty"],
 )
 def test_an_unreadable_line_in_the_middle_is_damage(directory: Path, bad: bytes) -> None:
     path = write_segment(directory, "w1.visits.1")
@@ -176,7 +176,7 @@ def test_an_unreadable_line_in_the_middle_is_damage(directory: Path, bad: bytes)
 
 def test_a_torn_tail_no_visit_line_starts_with_is_damage(directory: Path) -> None:
     # A write() cut short leaves the start of a visit line; NULs or a bad epoch are not that.
-    for tail in (b"\x00\x00\x00\x00", b"home 1x", b"x" * 300):
+    for tail in (b"\x00\x00\x00\x00", b"home 1x", b"x" * 1600):
         path = write_segment(directory, "w1.visits.1")
         path.write_bytes(b"home\n" + tail)
 
@@ -229,6 +229,16 @@ def test_what_the_log_writes_reads_back_as_counts(log: VisitLog) -> None:
         log.append(page_id, epoch)
 
     assert read_segment(log.path(7)) == clean({"a": (2, 0), "b": (3, 1), "c": (1, 0)})
+
+
+def test_path_ids_with_spaces_and_percent_signs_read_back_as_written(log: VisitLog) -> None:
+    pages = ["blog/a b", "100% sure 5", "caf\u00e9/%20", "/", "x 12"]
+    log.open(3)
+    for page_id in pages:
+        log.append(page_id, 0)
+        log.append(page_id, 4)  # a reset heard of: only these count
+
+    assert read_segment(log.path(3)) == clean(dict.fromkeys(pages, (1, 4)))
 
 
 # -- listing, deleting, closing ------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 
-from app.api.deps import CounterDep, RuntimeDep, limit_visits
+from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
 from app.api.health import overall_health
-from app.core.page_id import MAX_PAGE_ID_LENGTH, PAGE_ID_CHARACTERS, PAGE_ID_REGEX, validate_page_id
+from app.core.page_id import PAGE_ID_RULES
 from app.schemas.counter import (
     CounterMetrics,
     CounterMetricValues,
@@ -23,24 +23,21 @@ router = APIRouter(prefix="/counter", tags=["counter"])
 reset_router = APIRouter(prefix="/counter", tags=["counter"])  # behind ADMIN_TOKEN when set
 metrics_router = APIRouter(prefix="/counter", tags=["monitoring"])  # only when ENABLE_METRICS
 
-# The constraints are documented, not enforced by FastAPI: `validate_page_id` enforces them,
-# so a bad id gets the service's own 422 body rather than FastAPI's validation error.
+# The rules are documented, not enforced by FastAPI: `normalize_page_id` enforces them, so
+# a bad id gets the service's own 422 body rather than FastAPI's validation error.
 PageId = Annotated[
     str,
     Path(
-        description=f"1-{MAX_PAGE_ID_LENGTH} characters: {PAGE_ID_CHARACTERS}",
-        examples=["page1"],
-        json_schema_extra={
-            "pattern": f"^{PAGE_ID_REGEX}$",
-            "minLength": 1,
-            "maxLength": MAX_PAGE_ID_LENGTH,
-        },
+        description=f"The rest of the path: {PAGE_ID_RULES}. Percent-decoded, NFC-normalised, "
+        "leading and (by default) trailing '/' dropped; the site root is `%2F` (id `/`). "
+        "See the README, 'Page ids'.",
+        examples=["home", "blog/2026/hello", "caf%C3%A9"],
+        json_schema_extra={"minLength": 1},
     ),
 ]
 
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid page id"},
-    404: {"model": ErrorBody, "description": "No such route (e.g. a page id holding '/')"},
 }
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The visit or count cannot be served now"}
@@ -62,14 +59,15 @@ _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/visit/{page_id}",
+    "/visit/{page_id:path}",
     response_model=VisitRecorded,
     responses=_INVALID | _RATE_LIMITED | _UNAVAILABLE,
     dependencies=[Depends(limit_visits)],
 )
-async def record_visit(page_id: PageId, counter: CounterDep) -> VisitRecorded:
+async def record_visit(page_id: PageId, request: Request, counter: CounterDep) -> VisitRecorded:
     """Count one visit; stored on the page's node within one flush interval."""
-    counter.record_visit(validate_page_id(page_id))
+    page_id = page_id_of(request, "visit")
+    counter.record_visit(page_id)
     return VisitRecorded(
         message=f"Visit recorded for page {page_id}",
         page_id=page_id,
@@ -77,19 +75,20 @@ async def record_visit(page_id: PageId, counter: CounterDep) -> VisitRecorded:
     )
 
 
-@router.get("/visits/{page_id}", response_model=VisitCount, responses=_INVALID | _UNAVAILABLE)
-async def get_visits(page_id: PageId, counter: CounterDep) -> VisitCount:
+@router.get("/visits/{page_id:path}", response_model=VisitCount, responses=_INVALID | _UNAVAILABLE)
+async def get_visits(page_id: PageId, request: Request, counter: CounterDep) -> VisitCount:
     """Read a page's count: stored plus this worker's pending visits."""
-    count = await counter.get_visits(validate_page_id(page_id))
+    count = await counter.get_visits(page_id_of(request, "visits"))
     return VisitCount(visits=count.visits, served_via=count.served_via, stale=count.stale)
 
 
 @reset_router.delete(
-    "/visits/{page_id}", response_model=CounterReset, responses=_INVALID | _UNAVAILABLE
+    "/visits/{page_id:path}", response_model=CounterReset, responses=_INVALID | _UNAVAILABLE
 )
-async def reset_visits(page_id: PageId, counter: CounterDep) -> CounterReset:
+async def reset_visits(page_id: PageId, request: Request, counter: CounterDep) -> CounterReset:
     """Reset a page's count to 0 on its node and in every worker."""
-    await counter.reset(validate_page_id(page_id))
+    page_id = page_id_of(request, "visits")
+    await counter.reset(page_id)
     return CounterReset(message=f"Counter reset for page {page_id}", page_id=page_id)
 
 
