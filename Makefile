@@ -19,15 +19,24 @@ run: $(STAMP)
 	$(BIN)/python -m app serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --workers $${WORKERS:-1}
 
 ## test: lint, type-check, then the whole suite against real node and server processes
-## (the Redis Cluster tests need redis-cli: installed with apt-get, as redis-tools, when missing)
+## (with apt-get, installs what is missing: redis-tools for the Redis Cluster tests' redis-cli,
+## chromium and chromium-driver for the browser tests, which are skipped without them)
 test: $(STAMP) lint typecheck test-tools
 	$(BIN)/python -m pytest
 
+# $(call apt_install,commands,packages,what happens without them): install the Debian packages
+# when one of the commands is missing and apt-get is there (apt-get update first if need be).
+define apt_install
+	@{ $(foreach command,$(1),command -v $(command) >/dev/null 2>&1 &&) true; } || \
+		! command -v apt-get >/dev/null 2>&1 || \
+		apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; } || \
+		echo "$(3)"
+endef
+
 test-tools:
-	@command -v redis-cli >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
-		apt-get install -y -qq redis-tools >/dev/null 2>&1 || \
-		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-tools >/dev/null 2>&1; } || \
-		echo "test: could not install redis-tools; the Redis Cluster tests need redis-cli"
+	$(call apt_install,redis-cli,redis-tools,test: could not install redis-tools; the Redis Cluster tests need redis-cli)
+	$(call apt_install,chromium chromedriver,chromium chromium-driver,test: could not install chromium and chromium-driver; the browser tests will be skipped)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
@@ -45,10 +54,7 @@ typecheck: $(STAMP)
 ## BENCH_ARGS="--only move" (or scenarios); a smaller move: BENCH_ARGS="--move-pages 100000"
 ## (installs wrk with apt-get when missing and possible; else a slower Python load generator runs)
 bench: $(STAMP) requirements-bench.txt
-	@command -v wrk >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
-		apt-get install -y -qq wrk >/dev/null 2>&1 || \
-		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; } || \
-		echo "bench: could not install wrk; the Python load generator will run"
+	$(call apt_install,wrk,wrk,bench: could not install wrk; the Python load generator will run)
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

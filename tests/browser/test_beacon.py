@@ -1,0 +1,98 @@
+"""A page on another origin counts its visits with `navigator.sendBeacon`, in a real browser.
+
+A beacon is a POST with no body: it needs no CORS permission from the service, so pages can
+count themselves this way before the service answers cross-origin requests at all.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from app.core.embedded_nodes import RedisNodeProcess
+from tests.conftest import ServiceFactory
+from tests.support.browser import console_errors, save_screenshot
+from tests.support.site import StaticSite, html_document
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+API = "/api/v1/counter"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def beacon_page(service_url: str, page_id: str) -> str:
+    """On load, beacon one visit of `page_id`; `data-queued` on <body> says whether the
+    browser accepted the beacon (sendBeacon returns false when it refuses one)."""
+    visit_url = json.dumps(f"{service_url}{API}/visit/{page_id}")
+    return html_document(
+        f"Beacon {page_id}",
+        f"<h1>Counted by a beacon: {page_id}</h1>\n"
+        "<script>\n"
+        'window.addEventListener("load", () => {\n'
+        f"  document.body.dataset.queued = String(navigator.sendBeacon({visit_url}));\n"
+        "});\n"
+        "</script>",
+    )
+
+
+def wait_for_visits(service_url: str, page_id: str, expected: int, timeout: float = 10.0) -> None:
+    """Poll the service until `page_id` reads `expected` (beacons leave asynchronously)."""
+    deadline = time.monotonic() + timeout
+    visits = None
+    with httpx.Client(base_url=service_url) as client:
+        while time.monotonic() < deadline:
+            visits = client.get(f"{API}/visits/{page_id}").json()["visits"]
+            if visits == expected:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{page_id} reads {visits} visits after {timeout}s, not {expected}")
+
+
+def test_three_loads_of_a_page_on_another_origin_count_three_visits(
+    browser: webdriver.Chrome,
+    site_origin: StaticSite,
+    redis_nodes: list[RedisNodeProcess],
+    service_factory: ServiceFactory,
+) -> None:
+    service = service_factory(redis_nodes)
+    page_url = site_origin.write("article.html", beacon_page(service.url, "article"))
+
+    for _ in range(3):
+        browser.get(page_url)
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-queued") == "true"
+
+    wait_for_visits(service.url, "article", 3)
+    assert console_errors(browser) == []
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header chunk (IHDR, right after the signature)."""
+    assert png[:8] == PNG_SIGNATURE
+    assert png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def test_a_screenshot_of_the_beacon_page_is_a_png_of_the_window(
+    browser: webdriver.Chrome,
+    site_origin: StaticSite,
+    redis_nodes: list[RedisNodeProcess],
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+) -> None:
+    service = service_factory(redis_nodes)
+    browser.get(site_origin.write("article.html", beacon_page(service.url, "article")))
+
+    path = save_screenshot(browser, tmp_path / "screenshots" / "beacon.png")
+
+    viewport = browser.execute_script(
+        "return [innerWidth * devicePixelRatio, innerHeight * devicePixelRatio].map(Math.round)"
+    )
+    assert png_size(path.read_bytes()) == tuple(viewport)
