@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
     )
 
+    # Who is counted (app/core/bots.py)
+    count_bots: bool = Field(
+        default=False,
+        description="Count requests from known crawlers too; false: a User-Agent on the "
+        "crawler-user-agents list is answered 200 and not counted.",
+    )
+
     # HTTP server limits (app/core/http_limits.py, app/core/connection_limits.py)
     head_timeout_seconds: float = Field(
         default=DEFAULT_HEAD_TIMEOUT_SECONDS,
