@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 EMBEDDED_PORTS = (7070, 7071, 7072)
 EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
 MIN_ADMIN_TOKEN_LENGTH = 16
+MIN_VISITOR_SALT_SECRET_LENGTH = 16
 DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
 
 
@@ -116,6 +117,19 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
     )
 
+    # Who is counted (app/core/bots.py, app/core/visitor_id.py)
+    count_bots: bool = Field(
+        default=False,
+        description="Count requests from known crawlers too; false: a User-Agent on the "
+        "crawler-user-agents list is answered 200 and not counted.",
+    )
+    visitor_salt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Secret the daily visitor-id salt is derived from, the same in every "
+        "worker and instance (empty: a random one per process, so ids differ between workers "
+        "and restarts).",
+    )
+
     # HTTP server limits (app/core/http_limits.py, app/core/connection_limits.py)
     head_timeout_seconds: float = Field(
         default=DEFAULT_HEAD_TIMEOUT_SECONDS,
@@ -183,6 +197,17 @@ class Settings(BaseSettings):
         if any(not "!" <= char <= "~" for char in value):
             raise ValueError("may only hold printable ASCII characters without spaces")
         return token
+
+    @field_validator("visitor_salt_secret")
+    @classmethod
+    def _check_visitor_salt_secret(cls, secret: SecretStr) -> SecretStr:
+        # Messages never include the value: it is a secret.
+        value = secret.get_secret_value()
+        if value and len(value) < MIN_VISITOR_SALT_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_VISITOR_SALT_SECRET_LENGTH} characters (or empty)"
+            )
+        return secret
 
     @field_validator("api_prefix")
     @classmethod
