@@ -22,9 +22,12 @@ from app.api.deps import Runtime
 from app.api.fast_visit import FastVisitRoute
 from app.api.health import router as health_router
 from app.api.monitoring import router as monitoring_router
+from app.api.snippet import snippet_router
 from app.api.v1.api import build_api_router
+from app.core.bots import bot_filter_for
 from app.core.config import Settings, SettingsError, load_settings
 from app.core.connection_limits import ConnectionGuard, check_open_files
+from app.core.cors import CorsMiddleware
 from app.core.errors import CounterError, error_body
 from app.core.http_limits import STATE_KEY as CONNECTION_GUARD_KEY
 from app.core.logging import configure_logging
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         # First: it raises the open-file limit, and refuses one that leaves no room.
         connection_guard = ConnectionGuard.for_process(settings)
+        bot_filter = bot_filter_for(settings)  # the crawler list compiled once per worker
         storage = open_storage(settings)
         manager, nodes = storage.manager, storage.nodes
         await nodes.start()  # raises TopologyError: one line, start-up fails
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                     rate_limiter=rate_limiter,
                     started_at=datetime.now(UTC),
                     prometheus=prometheus,
+                    bot_filter=bot_filter,
                 ),
                 # Read by every HTTP connection of this worker (app/core/http_limits.py).
                 CONNECTION_GUARD_KEY: connection_guard,
@@ -109,8 +114,11 @@ def create_app(settings: Settings) -> FastAPI:
         keep_trailing_slash=settings.page_id_trailing_slash == "keep",
     )
     app.add_middleware(ProcessTimeMiddleware, stats=request_stats, api_prefix=settings.api_prefix)
+    if settings.cors_allow_origins:  # last, so outermost: every answer, errors too
+        app.add_middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins)
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)
+    app.include_router(snippet_router(settings.api_prefix))
     if settings.enable_metrics:
         app.include_router(monitoring_router)
     app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]

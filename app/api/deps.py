@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 
+from app.core.bots import BotFilter
 from app.core.config import Settings
 from app.core.errors import RateLimitedError, UnauthorizedError
 from app.core.middleware import RequestStats
@@ -37,6 +38,21 @@ class Runtime:
     started_at: datetime
     rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_SECOND is 0
     prometheus: PrometheusMetrics | None = None  # None: ENABLE_METRICS is false
+    bot_filter: BotFilter | None = None  # None: COUNT_BOTS=true
+
+    def count_visit(self, page_id: str, browser_user_agent: str | bytes | None) -> None:
+        """Count one visit, unless a known crawler's browser sent it (then `bots_rejected`).
+
+        `browser_user_agent` is the User-Agent of a request a browser sent (it carries
+        `Origin` or `Sec-Fetch-Site`: the snippet, the pixel, the badge), else None. A
+        server calling the API (curl, requests, httpx...) is counted whatever it calls
+        itself: there the User-Agent is the caller's HTTP library, not the visitor's.
+        """
+        bots = self.bot_filter
+        if bots is not None and bots.is_bot(browser_user_agent):
+            self.counter.stats.bots_rejected += 1
+            return
+        self.counter.record_visit(page_id)
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -53,6 +53,7 @@ class FastVisitRoute:
             scope["type"] != "http"
             or scope["method"] != "POST"
             or not scope["path"].startswith(self._visit_path)
+            or scope["query_string"]  # e.g. ?return=count: the FastAPI route answers
         ):
             await self.app(scope, receive, send)
             return
@@ -64,7 +65,7 @@ class FastVisitRoute:
             if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
                 raise RateLimitedError(wait)
             page_id = normalize_page_id(page_id, keep_trailing_slash=self._keep_trailing_slash)
-            scope["state"]["runtime"].counter.record_visit(page_id)
+            scope["state"]["runtime"].count_visit(page_id, browser_user_agent(scope))
         except CounterError as exc:
             payload = error_body(exc.code, exc.message)
             start = _response_start(exc.status_code, payload, exc.headers)
@@ -93,6 +94,18 @@ def _recorded(page_id: str, timestamp: str) -> bytes:
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()
+
+
+def browser_user_agent(scope: Scope) -> bytes | None:
+    """The User-Agent of a request a browser sent (with `Origin` or `Sec-Fetch-Site`), else
+    None (see `Runtime.count_visit`); an empty one when a browser sent none."""
+    user_agent, from_browser = b"", False
+    for key, value in scope["headers"]:
+        if key == b"user-agent":
+            user_agent = value
+        elif key == b"origin" or key == b"sec-fetch-site":
+            from_browser = True
+    return bytes(user_agent) if from_browser else None
 
 
 def _client_host(scope: Scope) -> str:

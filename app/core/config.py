@@ -7,6 +7,7 @@ except `load_settings()`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,9 @@ EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
 MIN_ADMIN_TOKEN_LENGTH = 16
 MIN_VISITOR_SALT_SECRET_LENGTH = 16
 DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class SettingsError(Exception):
@@ -146,6 +150,13 @@ class Settings(BaseSettings):
         "warning, to what the open-file limit leaves after the node connections and files.",
     )
 
+    # Browsers on other origins (app/core/cors.py)
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated origins (https://example.com) whose pages may read the "
+        "answers, or *; empty: CORS off.",
+    )
+
     # Monitoring
     enable_metrics: bool = True
     prometheus_dir: Path | None = Field(
@@ -157,6 +168,23 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field(
         default="plain", description="plain text lines, or one JSON object per line."
     )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != "*" and _ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, or *"
+                )
+        return origins
 
     @field_validator("redis_nodes", mode="before")
     @classmethod

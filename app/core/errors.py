@@ -33,10 +33,17 @@ class CounterError(Exception):
 
 
 class InvalidPageIdError(CounterError):
-    """The page id is empty, too long or holds characters outside the safe set."""
+    """The page id is empty, too long, or holds control characters or '.'/'..' segments."""
 
     status_code = 422
     code = "invalid_page_id"
+
+
+class InvalidParameterError(CounterError):
+    """A query parameter has a value the route cannot use."""
+
+    status_code = 422
+    code = "invalid_parameter"
 
 
 class NodeUnavailableError(CounterError):

@@ -13,6 +13,11 @@ class VisitRecorded(BaseModel):
     message: str = Field(examples=["Visit recorded for page page1"])
     page_id: str
     timestamp: datetime
+    visits: int | None = Field(
+        default=None,
+        description="Only with `?return=count`: the page's count, this visit included "
+        "(as GET reads it); left out when it cannot be read now.",
+    )
 
 
 class VisitCount(BaseModel):
@@ -40,6 +45,10 @@ class CounterMetricValues(BaseModel):
     write_buffer_size: int = Field(description="Distinct pages with increments not yet stored.")
     pending_visits: int = Field(description="Visits accepted and held in memory, not yet stored.")
     visits_accepted: int
+    bots_rejected: int = Field(
+        description="Visits from known crawlers (User-Agent), answered 200 and not counted "
+        "(0 with COUNT_BOTS=true)."
+    )
     visits_stored: int
     batches_stored: int
     batches_failed: int

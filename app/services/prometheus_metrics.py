@@ -126,6 +126,12 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.bots_rejected = Counter(
+            "bots_rejected",
+            "Visits from known crawlers (User-Agent), answered 200 and not counted.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.visits_stored = Counter(
             "visits_stored",
             "Visits the nodes have stored (acknowledged batches).",
@@ -338,6 +344,7 @@ class PrometheusMetrics:
         self._fold_requests()
         self._advance(self.visits_accepted, "visits_accepted", stats.visits_accepted)
         self._advance(self.visits_stored, "visits_stored", stats.visits_stored)
+        self._advance(self.bots_rejected, "bots_rejected", stats.bots_rejected)
         self._advance(
             self.journal_damaged_records, "damaged_records", counter.journal.damaged_records
         )

@@ -9,6 +9,7 @@ from datetime import datetime
 @dataclass(slots=True)
 class CounterStats:
     visits_accepted: int = 0
+    bots_rejected: int = 0  # requests from known crawlers: answered 200, not counted
     batches_stored: int = 0
     batches_failed: int = 0
     batches_duplicate: int = 0

@@ -3,13 +3,14 @@
 from fastapi import APIRouter
 
 from app.api.deps import admin_only
-from app.api.v1.endpoints import counter
+from app.api.v1.endpoints import counter, embed
 from app.core.config import Settings
 
 
 def build_api_router(settings: Settings) -> APIRouter:
     api_router = APIRouter()
     api_router.include_router(counter.router)
+    api_router.include_router(embed.router)
     api_router.include_router(counter.reset_router, **admin_only(settings))
     if settings.enable_metrics:
         api_router.include_router(counter.metrics_router, **admin_only(settings))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
+from app.api.fast_visit import browser_user_agent
 from app.api.health import overall_health
+from app.core.errors import NodeUnavailableError
 from app.core.page_id import PAGE_ID_RULES
 from app.schemas.counter import (
     CounterMetrics,
@@ -61,17 +64,31 @@ _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/visit/{page_id:path}",
     response_model=VisitRecorded,
+    response_model_exclude_none=True,
     responses=_INVALID | _RATE_LIMITED | _UNAVAILABLE,
     dependencies=[Depends(limit_visits)],
 )
-async def record_visit(page_id: PageId, request: Request, counter: CounterDep) -> VisitRecorded:
+async def record_visit(
+    page_id: PageId,
+    request: Request,
+    runtime: RuntimeDep,
+    return_: Annotated[
+        Literal["count"] | None,
+        Query(alias="return", description="`count`: answer the page's count too"),
+    ] = None,
+) -> VisitRecorded:
     """Count one visit; stored on the page's node within one flush interval."""
     page_id = page_id_of(request, "visit")
-    counter.record_visit(page_id)
+    runtime.count_visit(page_id, browser_user_agent(request.scope))
+    visits = None
+    if return_ == "count":
+        with contextlib.suppress(NodeUnavailableError):
+            visits = (await runtime.counter.get_visits(page_id)).visits
     return VisitRecorded(
         message=f"Visit recorded for page {page_id}",
         page_id=page_id,
         timestamp=datetime.now(UTC),
+        visits=visits,
     )
 
 
@@ -106,6 +123,7 @@ async def get_metrics(runtime: RuntimeDep) -> CounterMetrics:
             write_buffer_size=counter.write_buffer_size(),
             pending_visits=counter.pending_visits(),
             visits_accepted=stats.visits_accepted,
+            bots_rejected=stats.bots_rejected,
             visits_stored=stats.visits_stored,
             batches_stored=stats.batches_stored,
             batches_failed=stats.batches_failed,

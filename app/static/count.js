@@ -1,0 +1,28 @@
+/* visit-counter snippet: <script async src="https://COUNTER/count.js"></script>
+   Counts this page once per load (data-page="id" overrides location.pathname), then shows
+   its count in every element with a data-visit-count attribute. */
+(function () {
+  var me = document.currentScript;
+  if (!me) return;
+  var api = new URL(me.src).origin + "__API_PREFIX__/counter/visit/";
+  var page = me.getAttribute("data-page") || location.pathname;
+  var url = api + encodeURIComponent(page);
+  function run() {
+    var shown = document.querySelectorAll("[data-visit-count]");
+    if (!shown.length) {
+      if (navigator.sendBeacon && navigator.sendBeacon(url)) return;
+      fetch(url, { method: "POST", keepalive: true }).catch(function () {});
+      return;
+    }
+    fetch(url + "?return=count", { method: "POST", keepalive: true })
+      .then(function (answer) { return answer.json(); })
+      .then(function (body) {
+        if (typeof body.visits !== "number") return;
+        var text = new Intl.NumberFormat().format(body.visits);
+        for (var i = 0; i < shown.length; i++) shown[i].textContent = text;
+      })
+      .catch(function () {});
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", run);
+  else run();
+})();
