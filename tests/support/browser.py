@@ -39,6 +39,7 @@ DESKTOP_CHROME = (
     "Chrome/156.0.0.0 Safari/537.36"
 )
 
+
 def start_chromium(binaries: BrowserBinaries) -> webdriver.Chrome:
     """A headless Chromium with a fixed small window, keeping every console message.
 
