@@ -237,6 +237,9 @@ def test_empty_redis_nodes_means_the_embedded_nodes(
         ("REDIS_POOL_SIZE", "0"),
         ("REDIS_POOL_SIZE", "10001"),
         ("REDIS_MODE", "sentinel"),
+        ("CORS_ALLOW_ORIGINS", "blog.example"),  # no scheme
+        ("CORS_ALLOW_ORIGINS", "https://blog.example/path"),
+        ("PAGE_ID_TRAILING_SLASH", "drop"),
         ("REDIS_MIN_REPLICAS_ACK", "-1"),
         ("REDIS_MIN_REPLICAS_ACK", "17"),
     ],
