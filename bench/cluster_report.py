@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from app.cluster.buckets import BUCKETS
 from bench.cluster import ClusterResult, Goal
-from bench.summary import breakdown_cell
+from bench.cluster_nodes import PRIMARIES
+from bench.summary import Summary, breakdown_cell
 
 STORAGE_LABELS = ("ring: 3 standalone nodes", "cluster: 3 primaries + 3 replicas")
 
@@ -68,6 +70,7 @@ def render_cluster(result: ClusterResult) -> list[str]:
     ]
     for label, summary in zip(STORAGE_LABELS, (ring, cluster), strict=True):
         lines.append(f"| {label} | {breakdown_cell(summary.breakdown_per_1k)} |")
+    lines += _where_commands_go(cluster)
     lines += [
         "",
         "Requests/s per run:",
@@ -97,6 +100,23 @@ def render_cluster(result: ClusterResult) -> list[str]:
         f" `{result.cluster_server_command}`.",
     ]
     return lines
+
+
+def _where_commands_go(cluster: Summary) -> list[str]:
+    """The cluster's commands per flush, read off the counts: one WAIT per primary per flush."""
+    per_1k = cluster.breakdown_per_1k
+    flushes = per_1k.get("wait", 0.0) / PRIMARIES  # per 1,000 visits
+    if not flushes:
+        return []
+    return [
+        "",
+        f"Where the cluster's commands go: {flushes:,.2f} flushes per 1,000 visits (one WAIT per"
+        f" primary each), each with about {per_1k.get('incrby', 0.0) / flushes:,.0f} pages in"
+        f" {per_1k.get('evalsha', 0.0) / flushes:,.0f} bucket groups of the {BUCKETS:,}"
+        " (`app/cluster/buckets.py`); each group is one EVALSHA whose script runs HGET, HSET and"
+        " HMGET besides one INCRBY per page: about 4 commands per group on top of the ring's one"
+        " per page.",
+    ]
 
 
 def cluster_record(result: ClusterResult) -> dict[str, Any]:

@@ -210,7 +210,10 @@ def render_markdown(
 
 def _measured_line(stamp: dict[str, str]) -> str:
     """Which run wrote a part: a part is kept when a later run does not measure it."""
-    return f"_This section: `{stamp['command']}`, {stamp['date']}, code {stamp['code']}._"
+    return (
+        f"_This section: `{stamp['command']}`, {stamp['date']}, code {stamp['code']}; load"
+        f" average (1, 5, 15 min) {stamp['load_average']}._"
+    )
 
 
 def _render_scenarios(
@@ -506,6 +509,7 @@ def write_outputs(
         "command": context["command"],
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "code": _code_version(),
+        "load_average": _load_average(context),
     }
     context = {**context, "measured_by": stamp}
     summaries = summarize(measurements)
