@@ -127,10 +127,14 @@ def _git(*args: str) -> str:
 
 
 def _code_version() -> str:
-    """The commit measured, and whether the work tree had uncommitted changes."""
+    """The commit measured, and whether the work tree had uncommitted changes.
+
+    Changes under docs/ do not count: the report a run of one section updates is there,
+    and the next run measures the same code.
+    """
     try:
         commit = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs")
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{commit}" + (" with uncommitted changes" if dirty else "")
