@@ -50,11 +50,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: the side-by-side benchmark of issue 4, then 1,000,000 pages moved from 3 nodes to 4
-## under POST load (issue 10) -> docs/benchmarks.md and .png (about 6 min). One part only:
-## BENCH_ARGS="--only move" (or scenarios); a smaller move: BENCH_ARGS="--move-pages 100000"
-## (installs wrk with apt-get when missing and possible; else a slower Python load generator runs)
+## under POST load (issue 10), then scenario (b) on a Redis Cluster (3 primaries + 3 replicas)
+## beside the ring (issue 11) -> docs/benchmarks.md and .png (about 8 min). One part only:
+## BENCH_ARGS="--only cluster" (or move, or scenarios): the move's or the cluster's part of an
+## existing report is replaced, the rest kept; a smaller move: BENCH_ARGS="--move-pages 100000"
+## (installs wrk and redis-tools with apt-get when missing and possible; without wrk a slower
+## Python load generator runs, without redis-cli the cluster section cannot)
 bench: $(STAMP) requirements-bench.txt
 	$(call apt_install,wrk,wrk,bench: could not install wrk; the Python load generator will run)
+	$(call apt_install,redis-cli,redis-tools,bench: could not install redis-tools; the cluster section needs redis-cli)
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

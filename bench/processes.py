@@ -28,11 +28,15 @@ SERVER_CPU = 0
 LOAD_CPU = 1
 
 # INFO commandstats entries that are not counting work: health checks, connection
-# set-up, pub/sub subscriptions and this harness's own INFO calls.
+# set-up, pub/sub subscriptions and this harness's own INFO calls; on a cluster, reading
+# its slot map and state (CLUSTER SLOTS, SHARDS, INFO, NODES), READONLY, and what a
+# replica sends its primary (PSYNC, REPLCONF ACK). WAIT and ASKING are not here: in
+# cluster mode a flush sends them, and they count.
 HOUSEKEEPING_COMMANDS = frozenset(
-    {"ping", "info", "hello", "auth", "select", "subscribe", "unsubscribe", "psubscribe"}
-)
-HOUSEKEEPING_PREFIXES = ("client|", "command|", "config|")
+    {"ping", "info", "hello", "auth", "select", "subscribe", "unsubscribe", "psubscribe",
+     "readonly", "psync", "sync", "replconf"}
+)  # fmt: skip
+HOUSEKEEPING_PREFIXES = ("client|", "command|", "config|", "cluster|")
 
 
 def can_pin() -> bool:
@@ -82,6 +86,18 @@ def counting_calls(calls: dict[str, int]) -> int:
     return sum(n for name, n in calls.items() if not is_housekeeping(name))
 
 
+def command_calls_on(ports: list[int]) -> dict[str, int]:
+    """Calls per command, summed over the nodes on `ports` (INFO commandstats)."""
+    totals: dict[str, int] = {}
+    for port in ports:
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            stats = client.info("commandstats")
+        for key, value in stats.items():
+            name = str(key).removeprefix("cmdstat_")
+            totals[name] = totals.get(name, 0) + int(value["calls"])
+    return totals
+
+
 class NodeSet:
     """Three (or `count`) nodes on free loopback ports, data under `root`."""
 
@@ -110,14 +126,7 @@ class NodeSet:
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command, summed over the nodes (INFO commandstats)."""
-        totals: dict[str, int] = {}
-        for node in self.nodes:
-            with redis.Redis(port=node.port, socket_timeout=5) as client:
-                stats = client.info("commandstats")
-            for key, value in stats.items():
-                name = str(key).removeprefix("cmdstat_")
-                totals[name] = totals.get(name, 0) + int(value["calls"])
-        return totals
+        return command_calls_on([node.port for node in self.nodes])
 
 
 class ServerProcess:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import subprocess
 import textwrap
 from dataclasses import dataclass
@@ -16,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from app.core.embedded_nodes import server_binary
+from bench.cluster import ClusterResult
+from bench.cluster_report import cluster_record, render_cluster
 from bench.load import LoadResult
 from bench.move import P99_GOAL, PLACEMENT_TEXT, THROUGHPUT_GOAL, CpuUse, MoveResult
-from bench.processes import REPO_ROOT, is_housekeeping
+from bench.processes import REPO_ROOT
+from bench.report_parts import keep_parts, marked, part_of, with_part
 from bench.results import BenchConfig, Measurement
-from bench.scenarios import SCENARIOS, Scenario
+from bench.summary import Summary, breakdown_cell, summarize
 
 PACKAGES = (
     "fastapi",
@@ -35,58 +37,11 @@ PACKAGES = (
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
-    scenario: Scenario
-    rps: list[float]  # one per run, in run order
-    p50_ms: float  # medians over runs
-    p99_ms: float
-    commands_per_1k: float  # counting commands (no PING/INFO/connection set-up) per 1,000 2xx
-    all_commands_per_1k: float
-    breakdown_per_1k: dict[str, float]
-    rss_mib: float  # largest reading over runs
-    errors: int
-
-    @property
-    def rps_median(self) -> float:
-        return statistics.median(self.rps)
-
-
-@dataclass(frozen=True, slots=True)
 class Ratio:
     name: str
     value: float
     target: str
     met: bool | None  # None: reported, no target
-
-
-def summarize(measurements: list[Measurement]) -> dict[str, Summary]:
-    summaries: dict[str, Summary] = {}
-    for scenario in SCENARIOS:
-        mine = [m for m in measurements if m.scenario == scenario.key]
-        if not mine:
-            continue
-        accepted = sum(m.load.accepted for m in mine)
-        breakdown: dict[str, int] = {}
-        for m in mine:
-            for name, calls in m.commands.items():
-                if not is_housekeeping(name):
-                    breakdown[name] = breakdown.get(name, 0) + calls
-
-        def per_1k(calls: int, accepted: int = accepted) -> float:
-            return 1000 * calls / accepted if accepted else 0.0
-
-        summaries[scenario.key] = Summary(
-            scenario=scenario,
-            rps=[m.load.requests_per_s for m in mine],
-            p50_ms=statistics.median(m.load.p50_ms for m in mine),
-            p99_ms=statistics.median(m.load.p99_ms for m in mine),
-            commands_per_1k=per_1k(sum(m.counting_commands for m in mine)),
-            all_commands_per_1k=per_1k(sum(m.all_commands for m in mine)),
-            breakdown_per_1k={name: per_1k(calls) for name, calls in breakdown.items()},
-            rss_mib=max(m.rss_bytes for m in mine) / 2**20,
-            errors=sum(m.load.status_errors + m.load.socket_errors for m in mine),
-        )
-    return summaries
 
 
 Operand = tuple[str, str]  # (metric, scenario key); metric: "rps", "p99" or "cmds"
@@ -172,10 +127,14 @@ def _git(*args: str) -> str:
 
 
 def _code_version() -> str:
-    """The commit measured, and whether the work tree had uncommitted changes."""
+    """The commit measured, and whether the work tree had uncommitted changes.
+
+    Changes under docs/ do not count: the report a run of one section updates is there,
+    and the next run measures the same code.
+    """
     try:
         commit = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs")
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{commit}" + (" with uncommitted changes" if dirty else "")
@@ -189,15 +148,16 @@ def machine_info(context: dict[str, Any]) -> list[tuple[str, str]]:
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
     return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("code", _code_version()),
+        ("date", context["measured_by"]["date"]),
+        ("code", context["measured_by"]["code"]),
         ("nproc", str(os.cpu_count())),
         ("CPU", _read_first("/proc/cpuinfo", "model name")),
         ("memory", _read_first("/proc/meminfo", "MemTotal")),
         ("OS", platform.platform()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("packages", ", ".join(versions)),
-        ("nodes", f"3 x {_node_version()} (4 in the move section), AOF everysec, on loopback"),
+        ("nodes", f"3 x {_node_version()} (4 in the move section, 6 in the cluster section),"
+                  " AOF everysec, on loopback"),
         ("load generator", f"{context['load_generator']} ({context['load_generator_version']})"),
         ("load average (1, 5, 15 min)", _load_average(context)),
         ("placement", "server on CPU 0 (taskset); load generator, nodes and harness on CPU 1"
@@ -214,6 +174,7 @@ def render_markdown(
     summaries: dict[str, Summary],
     measurements: list[Measurement],
     moves: list[MoveResult],
+    cluster: ClusterResult | None,
     context: dict[str, Any],
     chart_name: str | None,
 ) -> str:
@@ -237,8 +198,11 @@ def render_markdown(
     ]
     if summaries:
         lines += _render_scenarios(config, summaries, context, chart_name)
+    stamp = _measured_line(context["measured_by"])
     if moves:
-        lines += render_moves(moves, context["load_generator"])
+        lines += marked("move", [*render_moves(moves, context["load_generator"]), stamp])
+    if cluster is not None:
+        lines += marked("cluster", [*render_cluster(cluster), "", stamp])
     lines += ["## Machine", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in machine_info(context)]
     lines += [f"| whole session | {context['wall_seconds']:.0f} s |"]
@@ -246,6 +210,14 @@ def render_markdown(
         lines += ["", "## Method", ""]
         lines += _scenarios_method(config, context)
     return "\n".join(lines) + "\n"
+
+
+def _measured_line(stamp: dict[str, str]) -> str:
+    """Which run wrote a part: a part is kept when a later run does not measure it."""
+    return (
+        f"_This section: `{stamp['command']}`, {stamp['date']}, code {stamp['code']}; load"
+        f" average (1, 5, 15 min) {stamp['load_average']}._"
+    )
 
 
 def _render_scenarios(
@@ -291,12 +263,7 @@ def _render_scenarios(
               "| scenario | commands |", "|---|---|"]  # fmt: skip
     for s in summaries.values():
         if s.breakdown_per_1k:
-            top = sorted(s.breakdown_per_1k.items(), key=lambda item: -item[1])
-            lines.append(
-                f"| {s.scenario.label} | "
-                + ", ".join(f"{name} {value:,.2f}" for name, value in top)
-                + " |"
-            )
+            lines.append(f"| {s.scenario.label} | {breakdown_cell(s.breakdown_per_1k)} |")
     lines += ["", "## Requests/s per run", "",
               "| scenario | " + " | ".join(f"run {n}" for n in range(1, config.runs + 1)) + " |",
               "|---|" + "---:|" * config.runs]  # fmt: skip
@@ -506,43 +473,99 @@ def move_record(move: MoveResult) -> dict[str, Any]:
     }
 
 
+PART_KEYS = {"move": "moves", "cluster": "cluster"}  # each part's numbers in the JSON file
+
+
+def _with_parts(base: dict[str, Any], source: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`base` with the numbers (and who measured them) of parts `names` taken from `source`."""
+    merged = {**base, "measured_by": dict(base.get("measured_by", {}))}
+    for name in names:
+        if source.get(PART_KEYS[name]):
+            merged[PART_KEYS[name]] = source[PART_KEYS[name]]
+            if name in source.get("measured_by", {}):
+                merged["measured_by"][name] = source["measured_by"][name]
+    return merged
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def write_outputs(
     config: BenchConfig,
     measurements: list[Measurement],
     moves: list[MoveResult],
+    cluster: ClusterResult | None,
     context: dict[str, Any],
 ) -> list[Path]:
     """Write the report, the chart beside it (same name, .png) and the raw numbers (.json).
 
     The chart shows the scenarios: with none run (`--only move`), there is no chart.
+    With the scenarios run, the whole report is written, and the parts of an existing
+    one this run did not measure (the move, the cluster) are kept. Without them (`--only
+    move`, `--only cluster`), an existing report keeps everything but the part measured.
     """
+    stamp = {
+        "command": context["command"],
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": _code_version(),
+        "load_average": _load_average(context),
+    }
+    context = {**context, "measured_by": stamp}
     summaries = summarize(measurements)
+    written = [name for name, ran in (("move", bool(moves)), ("cluster", cluster is not None))
+               if ran]  # fmt: skip
     out = config.out
     out.parent.mkdir(parents=True, exist_ok=True)
     chart: Path | None = None
     if summaries:
         chart = out.with_suffix(".png")
         write_chart(chart, summaries)
-    out.write_text(
-        render_markdown(
-            config, summaries, measurements, moves, context, None if chart is None else chart.name
-        )
+    text = render_markdown(
+        config,
+        summaries,
+        measurements,
+        moves,
+        cluster,
+        context,
+        None if chart is None else chart.name,
     )
     raw = out.with_suffix(".json")
-    raw.write_text(
-        json.dumps(
-            {
-                "config": {
-                    **dataclasses.asdict(config),
-                    "out": str(config.out),
-                    "scenarios": [s.key for s in config.scenarios],
-                },
-                "context": context,
-                "measurements": [dataclasses.asdict(m) for m in measurements],
-                "moves": [move_record(move) for move in moves],
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    numbers: dict[str, Any] = {
+        "config": {
+            **dataclasses.asdict(config),
+            "out": str(config.out),
+            "scenarios": [s.key for s in config.scenarios],
+        },
+        "context": context,
+        "measurements": [dataclasses.asdict(m) for m in measurements],
+        "moves": [move_record(move) for move in moves],
+        "cluster": None if cluster is None else cluster_record(cluster),
+        "measured_by": {
+            name: stamp for name in ("scenarios", *written) if name != "scenarios" or summaries
+        },
+    }
+    old_text = out.read_text() if out.exists() else None
+    old_numbers = _read_json(raw)
+    if summaries:
+        kept = [name for name in PART_KEYS if name not in written]
+        if old_text is not None:
+            text = keep_parts(old_text, text, tuple(written))
+        if old_numbers is not None:
+            numbers = _with_parts(numbers, old_numbers, kept)
+    else:
+        if old_text is not None:
+            for name in written:
+                part = part_of(text, name)
+                assert part is not None
+                old_text = with_part(old_text, name, part)
+            text = old_text
+        if old_numbers is not None:
+            numbers = _with_parts(old_numbers, numbers, written)
+    out.write_text(text)
+    raw.write_text(json.dumps(numbers, indent=1) + "\n")
     return [path for path in (out, chart, raw) if path is not None]

@@ -9,7 +9,7 @@ from bench.load import LoadResult
 from bench.processes import counting_calls
 from bench.scenarios import Scenario
 
-SECTIONS = ("scenarios", "move")
+SECTIONS = ("scenarios", "move", "cluster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class BenchConfig:
     load: str
     smoke: bool
     scenarios: tuple[Scenario, ...]
-    sections: tuple[str, ...] = SECTIONS  # which parts run: the scenarios, the move, or both
+    sections: tuple[str, ...] = SECTIONS  # which parts run: the scenarios, the move, the cluster
     move_pages: int = 1_000_000  # pages the move section stores on 3 nodes, then moves to 4
     move_placements: tuple[str, ...] = ("beside-nodes",)  # see bench/move.py
     move_max_rate: float = 0.0  # the mover's --max-rate, pages per second (0: unpaced)

@@ -2,7 +2,7 @@
 
     python -m bench.run [--duration S] [--runs N] [--connections C] [--out docs/benchmarks.md]
                         [--warmup S] [--load auto|wrk|python] [--smoke]
-                        [--only scenarios|move] [--move-pages N]
+                        [--only scenarios|move|cluster] [--move-pages N]
                         [--move-placement beside-nodes|beside-server|both]
 
 Starts three nodes and four single-worker uvicorn servers (the service, the same
@@ -15,6 +15,11 @@ with `python -m app nodes add` while the service takes POSTs. `--only move` runs
 that section alone; `--move-pages` makes it smaller (`--smoke`: 2,000 pages);
 `--move-placement beside-server` (or `both`) puts the load generator on the
 server's core, leaving the other to the nodes and the mover.
+Then the cluster section (bench/cluster.py): scenario (b) on a Redis Cluster of 3
+primaries and 3 replicas (REDIS_MODE=cluster) interleaved with the same on the three
+standalone nodes, and a 10,000-page flush on each. `--only cluster` runs it alone
+(it needs redis-cli to create the cluster). A run of `--only move` or `--only cluster`
+into an existing report replaces that section's part of it and keeps the rest.
 Every child process is stopped on the way out, whatever happened.
 """
 
@@ -32,26 +37,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.cluster import ClusterResult, describe_cluster, run_cluster_section
+from bench.cluster_nodes import cli_binary
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator, choose_load_generator
 from bench.move import PLACEMENTS, MoveConfig, MoveResult, run_move_section
 from bench.move import describe as describe_move
-from bench.processes import (
-    REPO_ROOT,
-    NodeSet,
-    ServerProcess,
-    counting_calls,
-    pin_self_to_load_cpu,
-)
+from bench.processes import REPO_ROOT, NodeSet, ServerProcess, pin_self_to_load_cpu
 from bench.report import write_outputs
 from bench.results import SECTIONS, BenchConfig, Measurement
-from bench.scenarios import JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS, Scenario
-from bench.service import service_env, wait_flushed
+from bench.scenarios import JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS
+from bench.service import service_env
+from bench.session import Session
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 SMOKE_MOVE_PAGES = 2_000
-SETTLE_STEP_S = 0.2
-SETTLE_TIMEOUT_S = 5.0
 
 
 def build_servers(nodes: NodeSet, root: Path, batch_interval_s: float) -> dict[str, ServerProcess]:
@@ -69,93 +69,6 @@ def build_servers(nodes: NodeSet, root: Path, batch_interval_s: float) -> dict[s
     }
     servers[RAW] = ServerProcess(RAW, "bench.raw_asgi:app", {}, root, factory=False)
     return servers
-
-
-class Session:
-    """One benchmark session over running nodes and servers."""
-
-    def __init__(
-        self,
-        config: BenchConfig,
-        nodes: NodeSet,
-        servers: dict[str, ServerProcess],
-        load: LoadGenerator,
-    ) -> None:
-        self.config = config
-        self.nodes = nodes
-        self.servers = servers
-        self.load = load
-        self.flush_timeout = 3 * config.batch_interval_s + 10
-
-    def _settle(self, scenario: Scenario) -> dict[str, int]:
-        """Let the run's tail reach the nodes; return the command counts once they stand still.
-
-        Requests in flight when the load generator stops still finish on the server,
-        and buffered visits wait for the flusher: both belong to this run, not the next.
-        """
-        if scenario.records_visits:
-            wait_flushed(self.servers[scenario.server], self.flush_timeout)
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        calls = self.nodes.command_calls()
-        while time.monotonic() < deadline:
-            time.sleep(SETTLE_STEP_S)
-            later = self.nodes.command_calls()
-            if counting_calls(later) == counting_calls(calls):
-                return later
-            calls = later
-        return calls
-
-    def warm_up(self) -> None:
-        for scenario in self.config.scenarios:
-            server = self.servers[scenario.server]
-            self.load.run(server.url, scenario.load, self.config.warmup_s, self.config.connections)
-            self._settle(scenario)
-
-    def measure(self, scenario: Scenario, run: int) -> Measurement:
-        server = self.servers[scenario.server]
-        before = self.nodes.command_calls()
-        paused = self.nodes.nodes[0] if scenario.pause_node else None
-        if paused is not None:
-            paused.pause()
-        try:
-            result = self.load.run(
-                server.url, scenario.load, self.config.duration_s, self.config.connections
-            )
-        finally:
-            if paused is not None:
-                paused.resume()
-        after = self._settle(scenario)
-        delta = {name: calls - before.get(name, 0) for name, calls in after.items()}
-        return Measurement(
-            scenario=scenario.key,
-            run=run,
-            load=result,
-            commands={name: calls for name, calls in delta.items() if calls > 0},
-            rss_bytes=server.rss_bytes(),
-        )
-
-    def run_all(self) -> list[Measurement]:
-        if self.config.warmup_s > 0:
-            print(f"bench: warm-up, {self.config.warmup_s}s per scenario", flush=True)
-            self.warm_up()
-        measurements = []
-        for run in range(1, self.config.runs + 1):
-            for scenario in self.config.scenarios:
-                measurement = self.measure(scenario, run)
-                measurements.append(measurement)
-                print(f"bench: run {run}/{self.config.runs} {describe(scenario, measurement)}")
-        return measurements
-
-
-def describe(scenario: Scenario, measurement: Measurement) -> str:
-    load = measurement.load
-    per_1k = 1000 * measurement.counting_commands / load.accepted if load.accepted else 0.0
-    errors = load.status_errors + load.socket_errors
-    return (
-        f"{scenario.label}: {load.requests_per_s:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
-        f"p99 {load.p99_ms:.2f} ms, {per_1k:,.1f} Redis cmds/1k, "
-        f"RSS {measurement.rss_bytes / 2**20:.1f} MiB" + (f", {errors} errors" if errors else "")
-    )
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -198,10 +111,13 @@ def run_scenarios(
 
 def run_session(
     config: BenchConfig,
-) -> tuple[list[Measurement], list[MoveResult], dict[str, Any]]:
+) -> tuple[list[Measurement], list[MoveResult], ClusterResult | None, dict[str, Any]]:
+    if "cluster" in config.sections:
+        cli_binary()  # no redis-cli: say so now, not after the other sections
     pinned = pin_self_to_load_cpu()  # before any child starts: the nodes inherit the load core
     measurements: list[Measurement] = []
     moves: list[MoveResult] = []
+    cluster: ClusterResult | None = None
     with tempfile.TemporaryDirectory(prefix="visit-counter-bench-") as tmp:
         root = Path(tmp)
         load = choose_load_generator(config.load, root / "wrk")
@@ -228,7 +144,10 @@ def run_session(
             move = run_move_section(move_config, root, load, smoke=config.smoke)
             print(describe_move(move), flush=True)
             moves.append(move)
-    return measurements, moves, context
+        if "cluster" in config.sections:
+            cluster = run_cluster_section(config, root, load)
+            print(describe_cluster(cluster), flush=True)
+    return measurements, moves, cluster, context
 
 
 def parse_args(argv: Sequence[str] | None) -> BenchConfig:
@@ -252,7 +171,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument(
         "--only",
         choices=SECTIONS,
-        help="run one section: the scenarios (and the flush), or the move of pages to a 4th node",
+        help="run one section: the scenarios (and the flush), the move of pages to a 4th node, "
+        "or scenario (b) on a Redis Cluster beside the ring",
     )
     parser.add_argument(
         "--move-pages",
@@ -312,14 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     load_before = os.getloadavg()
-    measurements, moves, context = run_session(config)
+    measurements, moves, cluster, context = run_session(config)
     context["load_average"] = {"before": load_before, "after": os.getloadavg()}
     context["command"] = shlex.join(
         ["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
     )
     context["wall_seconds"] = time.monotonic() - started
 
-    written = write_outputs(config, measurements, moves, context)
+    written = write_outputs(config, measurements, moves, cluster, context)
     print("bench: wrote " + ", ".join(str(path) for path in written))
     if not all(move.exact for move in moves):
         print("bench: the counts after the move are not exact (see the report)", file=sys.stderr)

@@ -16,6 +16,7 @@ def service_env(node_urls: str, data_dir: Path, batch_interval_s: float) -> dict
     """Every setting the numbers depend on, explicit (a developer's `.env` is never read)."""
     return {
         "JOURNAL_VISITS": "false",
+        "REDIS_MODE": "ring",
         "REDIS_NODES": node_urls,
         "DATA_DIR": str(data_dir),
         # In the temporary root, removed afterwards; the default (/dev/shm) would outlive it.

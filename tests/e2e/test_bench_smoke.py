@@ -1,4 +1,4 @@
-"""The benchmark harness runs end to end (issues 4 and 10). Wiring only: no timing is asserted."""
+"""The benchmark harness runs end to end (issues 4, 10, 11). Wiring only: no timing is asserted."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report_parts import marked
 from bench.scenarios import SCENARIOS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,9 @@ def run_bench(*args: str) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(180)
-def test_bench_smoke_run_writes_a_row_per_scenario_the_chart_and_the_move(tmp_path: Path) -> None:
+def test_bench_smoke_run_writes_the_scenarios_the_chart_the_move_and_the_cluster(
+    tmp_path: Path,
+) -> None:
     report = tmp_path / "benchmarks.md"
     run_bench("--out", str(report))
 
@@ -40,6 +43,21 @@ def test_bench_smoke_run_writes_a_row_per_scenario_the_chart_and_the_move(tmp_pa
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
     assert "## Moving 2,000 pages from 3 nodes to 4" in text
     assert text.count("**exact**") == 1, text
+    assert text.index("## Moving") < text.index("## Redis Cluster") < text.index("## Machine")
+    for goal in ("POST throughput, cluster / ring", "Redis commands per 1,000 visits on the "
+                 "cluster", "10,000-page flush on the cluster"):  # fmt: skip
+        assert f"| {goal}" in text, f"no goal row {goal!r}:\n{text}"
+    cluster = json.loads((tmp_path / "benchmarks.json").read_text())["cluster"]
+    assert [len(cluster["ring"]), len(cluster["cluster"])] == [1, 1]
+    ring_run, cluster_run = cluster["ring"][0], cluster["cluster"][0]
+    assert ring_run["scenario"] == cluster_run["scenario"] == "b"
+    assert cluster_run["load"]["requests"] > 0
+    # Counted on the cluster's primaries: its bucket scripts and the WAIT ending each
+    # primary's part of a flush; the ring server sends no WAIT.
+    assert cluster_run["commands"]["evalsha"] > 0
+    assert cluster_run["commands"]["wait"] > 0
+    assert "wait" not in ring_run["commands"]
+    assert cluster["flush_ms"]["repeats"] == cluster["ring_flush_ms"]["repeats"] == 5
 
 
 @pytest.mark.e2e
@@ -47,8 +65,11 @@ def test_bench_smoke_run_writes_a_row_per_scenario_the_chart_and_the_move(tmp_pa
 def test_bench_move_section_alone_moves_every_count_exactly(tmp_path: Path) -> None:
     """`--only move`: a small paced move to a 4th node under POST load, the load generator
     beside the server (the full run above covers the other placement); every visit
-    accounted for."""
+    accounted for. Into an existing report, it replaces only the move's part."""
     report = tmp_path / "benchmarks.md"
+    earlier = "# Benchmarks\n\nthe scenarios of an earlier run\n\n"
+    kept = "\n".join(marked("cluster", ["an earlier cluster run"])) + "\n"
+    report.write_text(f"{earlier}{kept}## Machine\n\nthe earlier machine\n")
     run_bench(
         "--only", "move", "--move-pages", "1000", "--move-placement", "beside-server",
         "--move-max-rate", "5000", "--out", str(report),
@@ -56,6 +77,9 @@ def test_bench_move_section_alone_moves_every_count_exactly(tmp_path: Path) -> N
 
     text = report.read_text()
     assert "## Moving 1,000 pages from 3 nodes to 4" in text
+    # Only the move's part of the existing report is written: the rest is the earlier run's.
+    assert text.startswith(earlier + "<!-- bench section: move -->"), text
+    assert text.endswith(f"{kept}## Machine\n\nthe earlier machine\n"), text
     assert "## Ratios" not in text
     assert not (tmp_path / "benchmarks.png").exists()
     moves = json.loads((tmp_path / "benchmarks.json").read_text())["moves"]
