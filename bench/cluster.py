@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.config import CLUSTER_BATCH_SIZE_LIMIT
 from bench.cluster_nodes import NODE_TIMEOUT_MS, BenchCluster
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator
@@ -108,9 +109,11 @@ class ClusterResult:
 
 
 def cluster_env(node_urls: str, data_dir: Path, batch_interval_s: float) -> dict[str, str]:
-    """The scenarios' service settings, in cluster mode."""
+    """The scenarios' service settings, in cluster mode (with cluster mode's default
+    BATCH_SIZE_LIMIT: a flush there costs a script call per bucket, see config.py)."""
     return {
         **service_env(node_urls, data_dir, batch_interval_s),
+        "BATCH_SIZE_LIMIT": str(CLUSTER_BATCH_SIZE_LIMIT),
         "REDIS_MODE": "cluster",
         "REDIS_MIN_REPLICAS_ACK": str(MIN_REPLICAS_ACK),
     }

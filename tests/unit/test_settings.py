@@ -286,6 +286,19 @@ def test_cluster_mode_needs_listed_nodes_and_db_0(monkeypatch: pytest.MonkeyPatc
     assert settings.redis_min_replicas_ack is None
 
 
+def test_cluster_mode_flushes_early_at_10000_pages_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_MODE", "cluster")
+    monkeypatch.setenv("REDIS_NODES", "redis://10.0.0.1:7000")
+    assert load_settings().batch_size_limit == 10_000
+    monkeypatch.setenv("BATCH_SIZE_LIMIT", "2000")
+    assert load_settings().batch_size_limit == 2000
+    monkeypatch.setenv("REDIS_MODE", "ring")
+    monkeypatch.delenv("BATCH_SIZE_LIMIT")
+    assert load_settings().batch_size_limit == 1000
+
+
 def test_error_hides_the_validation_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIRTUAL_NODES", "abc")
     with pytest.raises(SettingsError) as caught:
