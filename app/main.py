@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
@@ -123,6 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(monitoring_router)
     app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(
+        RequestValidationError,
+        _validation_error_response,  # type: ignore[arg-type]
+    )
     return app
 
 
@@ -136,6 +141,15 @@ _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 async def _http_error_response(request: Request, exc: HTTPException) -> Response:
     code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
     return _error_response(exc.status_code, code, exc.detail, exc.headers)
+
+
+async def _validation_error_response(request: Request, exc: RequestValidationError) -> Response:
+    """A query parameter FastAPI refused, in the service's own error body (one line)."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return _error_response(422, "invalid_parameter", problems, None)
 
 
 def _error_response(

@@ -11,8 +11,9 @@ can count `location.pathname` as it is. The id is, in this order:
 3. runs of `/` made one; the leading `/` dropped (optional); the trailing `/`
    dropped too unless PAGE_ID_TRAILING_SLASH=keep, so `/blog/` and `/blog` do
    not split; the site root (`/`, sent as `…/visit/%2F`) is the id `/`;
-4. refused (422) when empty, longer than 512 bytes of UTF-8, holding a control
-   character, or holding a `.` or `..` segment.
+4. refused (422) when empty, longer than 512 characters (as sent, or once
+   canonical: up to 2,048 bytes of UTF-8), holding a control character (Unicode
+   category Cc), or holding a `.` or `..` segment.
 
 An id made only of letters, digits and `._~:-` (every id release 1 accepted) is
 left as it is, so its placement and key never change; the hot path checks for
@@ -26,12 +27,27 @@ import unicodedata
 
 from app.core.errors import InvalidPageIdError
 
-MAX_PAGE_ID_BYTES = 512
+MAX_PAGE_ID_LENGTH = 512  # characters (code points), as JSON Schema's maxLength counts
 ROOT_PAGE_ID = "/"
 PAGE_ID_RULES = (
-    f"a URL path or name of at most {MAX_PAGE_ID_BYTES} bytes of UTF-8, without control "
+    f"a URL path or name of at most {MAX_PAGE_ID_LENGTH} characters, without control "
     "characters or '.'/'..' segments"
 )
+_CHARACTERS = r"[^\x00-\x1f\x7f-\x9f]"  # not Cc (ECMA-262 and Python alike)
+_DOT_SEGMENT = r"^[^?#]*(^|/)\.{1,2}(/|[?#]|$)"
+
+
+def page_id_schema(suffix: str = "") -> dict[str, object]:
+    """The rules as JSON Schema for the OpenAPI document (what a client may send), with a
+    file suffix after the id for the pixel and the badge."""
+    return {
+        "minLength": 1 + len(suffix),
+        "maxLength": MAX_PAGE_ID_LENGTH + len(suffix),
+        "pattern": f"^{_CHARACTERS}+{re.escape(suffix)}$",
+        "not": {"pattern": _DOT_SEGMENT},
+    }
+
+
 _PLAIN = re.compile(r"[A-Za-z0-9._~:-]{1,256}")  # release 1's ids: canonical as they are
 _SLASHES = re.compile(r"/{2,}")
 
@@ -42,6 +58,10 @@ def normalize_page_id(raw: str, *, keep_trailing_slash: bool = False) -> str:
         return raw
     if not raw:
         raise InvalidPageIdError("page id must not be empty")
+    if len(raw) > MAX_PAGE_ID_LENGTH:
+        raise InvalidPageIdError(
+            f"page id is {len(raw)} characters long; the limit is {MAX_PAGE_ID_LENGTH}"
+        )
     text = raw.split("?", 1)[0].split("#", 1)[0]
     text = _SLASHES.sub("/", unicodedata.normalize("NFC", text))
     text = text.removeprefix("/")
@@ -53,10 +73,9 @@ def normalize_page_id(raw: str, *, keep_trailing_slash: bool = False) -> str:
         raise InvalidPageIdError("page id must not hold control characters")
     if any(segment in (".", "..") for segment in text.split("/")):
         raise InvalidPageIdError("page id must not hold '.' or '..' segments")
-    size = len(text.encode())
-    if size > MAX_PAGE_ID_BYTES:
+    if len(text) > MAX_PAGE_ID_LENGTH:  # NFC lengthened it
         raise InvalidPageIdError(
-            f"page id is {size} bytes long in UTF-8; the limit is {MAX_PAGE_ID_BYTES}"
+            f"page id is {len(text)} characters long; the limit is {MAX_PAGE_ID_LENGTH}"
         )
     return text
 

@@ -24,6 +24,8 @@ NAMED_COLOURS = {
     "lightgray": "#9f9f9f",
 }
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+# The query parameter's pattern (OpenAPI; ECMA-262 and Python alike).
+COLOUR_PATTERN = "^(#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})|" + "|".join(NAMED_COLOURS) + ")$"
 MAX_LABEL = 64
 _CHAR_WIDTH = 6.5
 _PADDING = 10
@@ -39,6 +41,7 @@ def colour(value: str) -> str | None:
 
 
 def render(label: str, value: str, colour_hex: str, label_colour_hex: str = "#555") -> str:
+    label = "".join(char for char in label if char.isprintable())  # XML allows no controls
     label_width = round(len(label) * _CHAR_WIDTH) + _PADDING
     value_width = round(len(value) * _CHAR_WIDTH) + _PADDING
     width = label_width + value_width

@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import InvalidPageIdError
-from app.core.page_id import MAX_PAGE_ID_BYTES, validate_page_id
+from app.core.page_id import MAX_PAGE_ID_LENGTH, validate_page_id
 from app.services.quarantine import DamagedLine
 
 logger = logging.getLogger(__name__)
 
 SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
 
-# A page id as written (no control byte, no space: see `_escape`); at most 3 bytes per byte.
-_PAGE = rf"[^\x00-\x20\x7f]{{1,{3 * MAX_PAGE_ID_BYTES}}}"
+# A page id as written (no control byte, no space: see `_escape`); at most 4 bytes per character.
+_PAGE = rf"[^\x00-\x20\x7f]{{1,{4 * MAX_PAGE_ID_LENGTH}}}"
 _ESCAPED = re.compile(r"%(25|20)")
 # The tag is an epoch, or -1 (UNKNOWN_TAG: logged before the node's reset count was read).
 _VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}}))?\n".encode())

@@ -176,7 +176,7 @@ def test_an_unreadable_line_in_the_middle_is_damage(directory: Path, bad: bytes)
 
 def test_a_torn_tail_no_visit_line_starts_with_is_damage(directory: Path) -> None:
     # A write() cut short leaves the start of a visit line; NULs or a bad epoch are not that.
-    for tail in (b"\x00\x00\x00\x00", b"home 1x", b"x" * 1600):
+    for tail in (b"\x00\x00\x00\x00", b"home 1x", b"x" * 2100):
         path = write_segment(directory, "w1.visits.1")
         path.write_bytes(b"home\n" + tail)
 

@@ -12,7 +12,7 @@ from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
 from app.api.fast_visit import browser_user_agent
 from app.api.health import overall_health
 from app.core.errors import NodeUnavailableError
-from app.core.page_id import PAGE_ID_RULES
+from app.core.page_id import PAGE_ID_RULES, page_id_schema
 from app.schemas.counter import (
     CounterMetrics,
     CounterMetricValues,
@@ -35,7 +35,7 @@ PageId = Annotated[
         "leading and (by default) trailing '/' dropped; the site root is `%2F` (id `/`). "
         "See the README, 'Page ids'.",
         examples=["home", "blog/2026/hello", "caf%C3%A9"],
-        json_schema_extra={"minLength": 1},
+        json_schema_extra=page_id_schema(),
     ),
 ]
 

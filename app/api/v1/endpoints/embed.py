@@ -11,14 +11,32 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import RuntimeDep, page_id_of
 from app.core.errors import InvalidPageIdError, InvalidParameterError, NodeUnavailableError
+from app.core.page_id import PAGE_ID_RULES, page_id_schema
 from app.services import badge
 
 router = APIRouter(prefix="/counter", tags=["embed"])
+
+GifPageId = Annotated[
+    str,
+    Path(
+        description=f"The page id ({PAGE_ID_RULES}), then `.gif`",
+        examples=["home.gif", "blog/2026/hello.gif"],
+        json_schema_extra=page_id_schema(".gif"),
+    ),
+]
+SvgPageId = Annotated[
+    str,
+    Path(
+        description=f"The page id ({PAGE_ID_RULES}), then `.svg`",
+        examples=["home.svg"],
+        json_schema_extra=page_id_schema(".svg"),
+    ),
+]
 
 # A 1x1 transparent GIF (43 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -42,7 +60,7 @@ def _page_with_suffix(request: Request, route: str, suffix: str) -> str:
     response_class=Response,
     responses={200: {"content": {"image/gif": {}}, "description": "A 1x1 transparent GIF"}},
 )
-async def pixel(page_id: str, request: Request, runtime: RuntimeDep) -> Response:
+async def pixel(page_id: GifPageId, request: Request, runtime: RuntimeDep) -> Response:
     """Count one visit of `<page id>` and answer a 1x1 transparent GIF (`…/pixel/home.gif`)."""
     page = _page_with_suffix(request, "pixel", ".gif")
     runtime.count_visit(page, request.headers.get("user-agent", ""))
@@ -55,12 +73,14 @@ async def pixel(page_id: str, request: Request, runtime: RuntimeDep) -> Response
     responses={200: {"content": {"image/svg+xml": {}}, "description": "An SVG badge"}},
 )
 async def count_badge(
-    page_id: str,
+    page_id: SvgPageId,
     request: Request,
     runtime: RuntimeDep,
     label: Annotated[str, Query(max_length=badge.MAX_LABEL)] = "visits",
-    color: Annotated[str, Query(description="a named colour or hex rgb")] = "blue",
-    label_color: Annotated[str, Query()] = "grey",
+    color: Annotated[
+        str, Query(description="a named colour or hex rgb", pattern=badge.COLOUR_PATTERN)
+    ] = "blue",
+    label_color: Annotated[str, Query(pattern=badge.COLOUR_PATTERN)] = "grey",
     count: Annotated[bool, Query(description="count this load too")] = False,
 ) -> Response:
     """A badge showing `<page id>`'s count (`…/badge/home.svg?label=views&color=green`)."""
