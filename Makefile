@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tools lint format typecheck clean bench load
+.PHONY: run test test-tools lint format typecheck clean bench load screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ bench: $(STAMP) requirements-bench.txt
 	$(call apt_install,redis-cli,redis-tools,bench: could not install redis-tools; the cluster section needs redis-cli)
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## screenshots: the README's docs/screenshot-snippet.png and docs/screenshot-badge.png, taken
+## of real pages in headless Chromium by their test (tests/browser/test_screenshots.py)
+screenshots: $(STAMP) test-tools
+	DOCS_SCREENSHOTS_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/browser/test_screenshots.py
 
 ## load: against the service `make run` serves (start it first, in another shell): the seed's
 ## curl load test (10 concurrent POSTs to page1), then `python -m app load` (loopback only)

@@ -5,7 +5,11 @@
   var me = document.currentScript;
   if (!me) return;
   var api = new URL(me.src).origin + "__API_PREFIX__/counter/visit/";
-  var page = me.getAttribute("data-page") || location.pathname;
+  // location.pathname is percent-encoded (/caf%C3%A9): decoded once here, so the page gets
+  // the id a server sending that path gets, not a second one holding "%C3%A9".
+  var path = location.pathname;
+  try { path = decodeURIComponent(path); } catch (malformed) {}
+  var page = me.getAttribute("data-page") || path;
   var url = api + encodeURIComponent(page);
   function run() {
     var shown = document.querySelectorAll("[data-visit-count]");

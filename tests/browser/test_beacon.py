@@ -7,24 +7,19 @@ count themselves this way before the service answers cross-origin requests at al
 from __future__ import annotations
 
 import json
-import struct
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
-from tests.support.browser import console_errors, save_screenshot
+from tests.support.browser import console_errors, png_size, save_screenshot
 from tests.support.site import StaticSite, html_document
+from tests.support.visits import API, wait_for_visits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-
-API = "/api/v1/counter"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def beacon_page(service_url: str, page_id: str) -> str:
@@ -42,19 +37,6 @@ def beacon_page(service_url: str, page_id: str) -> str:
     )
 
 
-def wait_for_visits(service_url: str, page_id: str, expected: int, timeout: float = 10.0) -> None:
-    """Poll the service until `page_id` reads `expected` (beacons leave asynchronously)."""
-    deadline = time.monotonic() + timeout
-    visits = None
-    with httpx.Client(base_url=service_url) as client:
-        while time.monotonic() < deadline:
-            visits = client.get(f"{API}/visits/{page_id}").json()["visits"]
-            if visits == expected:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{page_id} reads {visits} visits after {timeout}s, not {expected}")
-
-
 def test_three_loads_of_a_page_on_another_origin_count_three_visits(
     browser: webdriver.Chrome,
     site_origin: StaticSite,
@@ -70,14 +52,6 @@ def test_three_loads_of_a_page_on_another_origin_count_three_visits(
 
     wait_for_visits(service.url, "article", 3)
     assert console_errors(browser) == []
-
-
-def png_size(png: bytes) -> tuple[int, int]:
-    """Width and height from a PNG's header chunk (IHDR, right after the signature)."""
-    assert png[:8] == PNG_SIGNATURE
-    assert png[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", png[16:24])
-    return width, height
 
 
 def test_a_screenshot_of_the_beacon_page_is_a_png_of_the_window(

@@ -8,15 +8,25 @@ installs Debian's `chromium` and `chromium-driver` with apt-get when they are mi
 from __future__ import annotations
 
 import shutil
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 BROWSER_PACKAGES = "Debian's chromium and chromium-driver"
 WINDOW_SIZE = (800, 600)
 PAGE_LOAD_TIMEOUT_SECONDS = 15.0
+WAIT_TIMEOUT_SECONDS = 10.0
+WAIT_POLL_SECONDS = 0.05
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,3 +112,46 @@ def save_screenshot(driver: webdriver.Chrome, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(driver.get_screenshot_as_png())
     return path
+
+
+def save_element_screenshot(element: WebElement, path: Path) -> Path:
+    """Write what `element` shows (its box, cropped from the window) as a PNG at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(element.screenshot_as_png)
+    return path
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header chunk (IHDR, right after the signature)."""
+    assert png[:8] == PNG_SIGNATURE
+    assert png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def wait_until(
+    driver: webdriver.Chrome,
+    condition: Callable[[webdriver.Chrome], T],
+    what: str,
+    timeout: float = WAIT_TIMEOUT_SECONDS,
+) -> T:
+    """Poll `condition` every 50 ms until it returns something true, and return that; after
+    `timeout` seconds, fail saying `what` never happened."""
+    waiting: WebDriverWait[webdriver.Chrome] = WebDriverWait(
+        driver, timeout, poll_frequency=WAIT_POLL_SECONDS
+    )
+    return waiting.until(condition, f"{what} (waited {timeout}s)")
+
+
+def wait_for_console_error(
+    driver: webdriver.Chrome, fragment: str, timeout: float = WAIT_TIMEOUT_SECONDS
+) -> list[ConsoleEntry]:
+    """Read the console until an error holding `fragment` shows; return every error read."""
+    errors: list[ConsoleEntry] = []
+
+    def seen(driver: webdriver.Chrome) -> bool:
+        errors.extend(console_errors(driver))
+        return any(fragment in entry.message for entry in errors)
+
+    wait_until(driver, seen, f"a console error with {fragment!r}", timeout)
+    return errors
