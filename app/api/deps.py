@@ -49,10 +49,26 @@ class Runtime:
         itself: there the User-Agent is the caller's HTTP library, not the visitor's.
         """
         bots = self.bot_filter
-        if bots is not None and bots.is_bot(browser_user_agent):
+        if (
+            bots is not None
+            and bots.is_bot(browser_user_agent)
+            and not _image_proxy(browser_user_agent)
+        ):
             self.counter.stats.bots_rejected += 1
             return
         self.counter.record_visit(page_id)
+
+
+# Image proxies that fetch an image each time a person opens a mail or page (the crawler
+# list names them, as they are automated): a pixel or badge they load is a human's view.
+IMAGE_PROXIES = ("GoogleImageProxy", "YahooMailProxy", "github-camo")
+_IMAGE_PROXY_BYTES = tuple(name.encode() for name in IMAGE_PROXIES)
+
+
+def _image_proxy(user_agent: str | bytes | None) -> bool:
+    if isinstance(user_agent, bytes):
+        return any(name in user_agent for name in _IMAGE_PROXY_BYTES)
+    return user_agent is not None and any(name in user_agent for name in IMAGE_PROXIES)
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -180,3 +180,19 @@ def test_count_bots_turns_the_filter_off(make_client: ClientFactory) -> None:
     client = make_client(count_bots=True)
     client.post(f"{API}/visit/landing", headers={"User-Agent": GOOGLEBOT, "Origin": SITE})
     assert visits(client, "landing") == 1
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+        "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+        "github-camo (876de43e)",
+    ],
+)
+def test_mail_and_readme_image_proxies_count_as_the_people_they_fetch_for(
+    client: TestClient, user_agent: str
+) -> None:
+    assert client.get(f"{API}/pixel/mail.gif", headers={"User-Agent": user_agent}).is_success
+    client.get(f"{API}/badge/mail.svg?count=true", headers={"User-Agent": user_agent})
+    assert visits(client, "mail") == 2

@@ -38,7 +38,7 @@ SvgPageId = Annotated[
     ),
 ]
 
-# A 1x1 transparent GIF (43 bytes).
+# A 1x1 transparent GIF (42 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 PIXEL_HEADERS = {"Cache-Control": "no-store"}
 BADGE_HEADERS = {"Cache-Control": "no-cache, no-store, must-revalidate"}
