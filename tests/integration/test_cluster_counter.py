@@ -29,7 +29,7 @@ async def test_counts_are_exact_on_the_cluster_and_read_back(
     cluster: LocalCluster, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(cluster.nodes[:2], redis_mode="cluster")
-    sent = Counter(f"page-{number % 2000}" for number in range(5000))
+    sent = Counter(f"page-{number % 800}" for number in range(2000))
     async with running_counter(settings) as counter:
         for page, count in sent.items():
             for _ in range(count):

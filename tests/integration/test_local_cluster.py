@@ -1,7 +1,9 @@
 """The cluster harness (tests/support/cluster.py) builds a real cluster and injects real faults.
 
 Every later cluster test trusts what this harness reports (who is primary, which slots a
-node serves, that a failover happened), so each claim is checked against the nodes here.
+node serves), so those claims are checked against the nodes here. Its faults (kill -9 and
+SIGSTOP of a primary, waiting for the failover) are exercised, with counts checked, by
+tests/fault/test_cluster_faults.py.
 """
 
 from __future__ import annotations
@@ -79,43 +81,3 @@ def test_reshard_moves_slots_and_their_keys(cluster_factory: ClusterFactory) -> 
     assert read_each(target, in_moved) == [values[key] for key in in_moved]
     with cluster_client(cluster) as client:
         assert client.mget_nonatomic(list(values)) == list(values.values())
-
-
-def test_killing_a_primary_promotes_its_replica_with_the_acknowledged_writes(
-    cluster_factory: ClusterFactory,
-) -> None:
-    cluster = cluster_factory()
-    victim = cluster.primaries()[0]
-    (replica,) = cluster.replicas_of(victim.port)
-    keys = [f"page:{n}" for n in range(2000) if key_slot(f"page:{n}".encode()) in victim.slots]
-    with redis.Redis(port=victim.port, decode_responses=True) as direct:
-        with direct.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.set(key, "1")
-            pipe.execute()
-        assert direct.execute_command("WAIT", 1, 1000) == 1
-
-    cluster.kill_primary(victim.port)
-    promoted = cluster.wait_for_failover(victim.port, timeout=30)
-
-    assert promoted == replica
-    assert cluster.slots_of(replica) == victim.slots
-    assert victim.port not in {primary.port for primary in cluster.primaries()}
-    with cluster_client(cluster) as client:
-        assert client.mget_nonatomic(keys) == ["1"] * len(keys)
-
-
-def test_a_paused_primary_is_replaced_and_rejoins_as_a_replica_when_resumed(
-    cluster_factory: ClusterFactory,
-) -> None:
-    cluster = cluster_factory()
-    victim = cluster.primaries()[0].port
-    (replica,) = cluster.replicas_of(victim)
-
-    cluster.pause(victim)
-    assert victim not in cluster.live_ports()
-    assert cluster.wait_for_failover(victim, timeout=30) == replica
-    cluster.resume(victim)
-    cluster.wait_stable(timeout=30)
-
-    assert cluster.replicas_of(replica) == [victim]
