@@ -8,7 +8,6 @@ cluster places its slots itself, and `python -m app nodes add|remove` refuses.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from app.cluster import CLUSTER_NODE, CLUSTER_TOPOLOGY_VERSION
@@ -23,13 +22,8 @@ logger = logging.getLogger(__name__)
 class ClusterNodeSet(NodeSet):
     async def start(self) -> None:
         entries = list(self.settings.redis_nodes)
-        clients = [self.manager.connect(url) for url in entries]
-        try:
+        async with self.listed_clients() as clients:
             facts = await self._inspect(clients)
-        finally:
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
         problem = cluster_refusal([redact_url(url) for url in entries], facts)
         if problem is not None:
             raise TopologyError(problem)

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -106,11 +106,21 @@ class NodeSet:
             )
         self._adopt(settled)
 
+    @contextlib.asynccontextmanager
+    async def listed_clients(self) -> AsyncIterator[list[Redis]]:
+        """A short-lived client per REDIS_NODES entry, in order; all closed on the way out."""
+        clients = [self.manager.connect(url) for url in self._settings.redis_nodes]
+        try:
+            yield clients
+        finally:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
     async def _settle(self) -> Topology | None:
         """The stored topology, or the first one stored now; None when no node answers."""
         entries = list(self._settings.redis_nodes)
-        clients = [self.manager.connect(url) for url in entries]
-        try:
+        async with self.listed_clients() as clients:
             facts = await self._inspect(clients)
             problem = refusal([redact_url(url) for url in entries], facts)
             if problem is not None:
@@ -123,10 +133,6 @@ class NodeSet:
             if not facts:
                 return None
             return await self._first_topology(entries, clients, facts)
-        finally:
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
 
     def _provisional(self) -> Topology:
         db = self._settings.redis_db
@@ -251,13 +257,8 @@ class NodeSet:
     async def peek(self, *, ask_nodes: bool = True) -> Topology:
         """The stored topology, or the one a fresh start would store; writes nothing."""
         if ask_nodes:
-            clients = [self.manager.connect(url) for url in self._settings.redis_nodes]
-            try:
+            async with self.listed_clients() as clients:
                 stored = await self._newest(clients)
-            finally:
-                for client in clients:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
             if stored is not None:
                 return stored
         return replace(self._provisional(), version=1)
