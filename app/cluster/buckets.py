@@ -3,9 +3,9 @@
 A script may only touch keys of one hash slot. So each page belongs to one of
 `BUCKETS` buckets (by murmur3 of its id), and every key of a bucket carries the
 bucket's hash tag, `{b<n>}`: its pages' counts, the writers' applied marks for
-them, their reset epochs. A batch is applied one bucket at a time, each in one
-script call; when the cluster moves a slot to another node (resharding), the
-marks and epochs move with the counts they protect.
+them, their reset epochs, their idempotency keys. A batch is applied one bucket
+at a time, each in one script call; when the cluster moves a slot to another
+node (resharding), the marks, epochs and keys move with the counts they protect.
 
 Why 1,024 buckets rather than one per page's own slot: a script call costs
 four commands besides one INCRBY per page, so a flush of 10,000 pages costs
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import mmh3
 
-from app.services.batch import PAGE_KEY_PREFIX
+from app.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX
 
 BUCKETS = 1024
 
@@ -36,6 +36,11 @@ def _tag(bucket: int) -> str:
 def page_key(page_id: str) -> str:
     """`visits:{b<n>}:<page id>`: the ring's key name with the bucket's hash tag."""
     return f"{PAGE_KEY_PREFIX}{_tag(bucket_of(page_id))}:{page_id}"
+
+
+def idempotency_set_key(page_id: str) -> str:
+    """`vc:idem:{b<n>}:<page id>`: the page's idempotency keys (see app/services/batch.py)."""
+    return f"{IDEMPOTENCY_KEY_PREFIX}{_tag(bucket_of(page_id))}:{page_id}"
 
 
 def applied_key(bucket: int) -> str:

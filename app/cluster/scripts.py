@@ -13,14 +13,21 @@ lower or equal one (see fencing.py).
 
 from __future__ import annotations
 
+from app.services.batch import IDEMPOTENCY_LUA
+
 RESETS_COUNTER_KEY = "vc:resets"
 
-# KEYS: [applied marks of the bucket, epochs of the bucket, page keys...]
-# ARGV: [seq, mark field, then page id, count and tag per page]
-# Returns [1, then per page: new count or -1, epoch] | [0] (this group applied before).
-# A retry writes its mark again, unchanged: the WAIT that follows on the same
-# connection then also covers the first, possibly unreplicated, application.
-APPLY_LUA = """
+# KEYS: [applied marks of the bucket, epochs of the bucket, page keys..., then the
+#        idempotency key set of each keyed page]
+# ARGV: [seq, mark field, keyed pages, key window in ms, then page id, count and tag per
+#        page, then per keyed page: its index among the pages, how many keys, the keys]
+# Returns [1, then per page: new count or -1, epoch, then the repeats] | [0] (this group
+# applied before). A retry writes its mark again, unchanged: the WAIT that follows on
+# the same connection then also covers the first, possibly unreplicated, application.
+# Keys are handled as in the ring's script (IDEMPOTENCY_LUA in app/services/batch.py).
+APPLY_LUA = (
+    IDEMPOTENCY_LUA
+    + """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= last then
@@ -28,10 +35,21 @@ if seq <= last then
   return {0}
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
-local count = #KEYS - 2
+local keyed = tonumber(ARGV[3])
+local count = #KEYS - 2 - keyed
 local pages = {}
 for i = 1, count do
-  pages[i] = ARGV[3 * i]
+  pages[i] = ARGV[3 * i + 2]
+end
+local repeats = {}
+local repeated = 0
+local at = 5 + 3 * count
+for j = 1, keyed do
+  local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local seen = record_keys(KEYS[2 + count + j], at + 2, at + 1 + n, tonumber(ARGV[4]))
+  repeats[index] = seen
+  repeated = repeated + seen
+  at = at + 2 + n
 end
 -- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
 local epochs = {}
@@ -44,15 +62,22 @@ end
 local out = {1}
 for i = 1, count do
   local current = tonumber(epochs[i] or '0')
-  if current <= tonumber(ARGV[3 * i + 2]) then
-    out[#out + 1] = redis.call('INCRBY', KEYS[i + 2], ARGV[3 * i + 1])
+  if current <= tonumber(ARGV[3 * i + 4]) then
+    local amount = tonumber(ARGV[3 * i + 3]) - (repeats[i] or 0)
+    if amount > 0 then
+      out[#out + 1] = redis.call('INCRBY', KEYS[i + 2], amount)
+    else
+      out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+    end
   else
     out[#out + 1] = -1
   end
   out[#out + 1] = current
 end
+out[#out + 1] = repeated
 return out
 """
+)
 
 # KEYS: [page key, applied marks of its bucket]   ARGV: [mark field]
 # Returns [stored count, the writer's applied seq in this bucket].

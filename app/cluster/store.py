@@ -45,7 +45,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.cluster import CLUSTER_NODE, CLUSTER_TOPOLOGY_VERSION
-from app.cluster.buckets import applied_key, bucket_of, epochs_key, group_by_bucket, page_key
+from app.cluster.buckets import (
+    applied_key,
+    bucket_of,
+    epochs_key,
+    group_by_bucket,
+    idempotency_set_key,
+    page_key,
+)
 from app.cluster.scripts import APPLY_LUA, READ_LUA, RESET_LUA, RESETS_COUNTER_KEY
 from app.core.errors import NodeUnavailableError
 from app.services.batch import EVENTS_CHANNEL, Batch
@@ -88,9 +95,10 @@ class _Answer:
 class ClusterStore:
     """NodeStore's operations for the one logical node `CLUSTER_NODE`."""
 
-    def __init__(self, manager: ClusterManager) -> None:
+    def __init__(self, manager: ClusterManager, idempotency_window_seconds: int = 86_400) -> None:
         self._cluster: RedisCluster = manager.cluster
         self._manager = manager
+        self._window_ms = idempotency_window_seconds * 1000
         self._short_of_replicas: set[str] = set()  # primaries whose WAIT fell short
         self._apply = _Script.of(APPLY_LUA)
         self._read = _Script.of(READ_LUA)
@@ -101,23 +109,29 @@ class ClusterStore:
         calls: list[_Call] = []
         pages_of_call: list[list[str]] = []
         for bucket, pages in group_by_bucket(batch.increments).items():
-            args: list[Any] = [batch.seq, batch.mark]
+            keyed = [(index, page) for index, page in enumerate(pages, 1) if page in batch.keys]
+            args: list[Any] = [batch.seq, batch.mark, len(keyed), self._window_ms]
             for page_id in pages:
                 args.append(page_id)
                 args.extend(batch.increments[page_id])
+            for index, page_id in keyed:
+                args += (index, len(batch.keys[page_id]), *batch.keys[page_id])
             keys = [applied_key(bucket), epochs_key(bucket)]
             keys.extend(page_key(page_id) for page_id in pages)
+            keys.extend(idempotency_set_key(page_id) for _, page_id in keyed)
             calls.append(self._call(keys, args))
             pages_of_call.append(pages)
         answers = await self._guarded(self._run(self._apply, calls))
         stored: dict[str, int] = {}
         dropped: dict[str, int] = {}
         earlier: list[str] = []
+        repeats = 0
         for pages, answer in zip(pages_of_call, answers, strict=True):
             reply = answer.reply
             if int(reply[0]) == 0:
                 earlier.extend(pages)
                 continue
+            repeats += int(reply[-1])
             for index, page_id in enumerate(pages):
                 value, epoch = int(reply[1 + 2 * index]), int(reply[2 + 2 * index])
                 if value >= 0:
@@ -131,6 +145,7 @@ class ClusterStore:
             stored=stored,
             dropped=dropped,
             applied_before=tuple(earlier),
+            repeats=repeats,
         )
 
     async def read(

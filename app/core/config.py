@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="Append every visit to a per-process log before acknowledging it, "
         "so even kill -9 loses nothing (one write() per visit, no fsync).",
     )
+    idempotency_window_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="How long a node remembers an Idempotency-Key: a request repeated "
+        "with the same key within this time is acknowledged again and counted once.",
+    )
 
     # Application
     debug: bool = False

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.core.node_identity import TOPOLOGY_KEY as TOPOLOGY_KEY
@@ -40,10 +40,19 @@ EPOCHS_KEY = "vc:epochs"
 RESETS_KEY = "vc:resets"
 UNKNOWN_TAG = -1
 EVENTS_CHANNEL = "vc:events"
+IDEMPOTENCY_KEY_PREFIX = "vc:idem:"
+
+# Idempotency keys of visits held in memory: page -> the keys of its keyed visits.
+PendingKeys = dict[str, set[str]]
 
 
 def page_key(page_id: str) -> str:
     return PAGE_KEY_PREFIX + page_id
+
+
+def idempotency_set_key(page_id: str) -> str:
+    """The page's sorted set of idempotency keys seen (score: when, in ms)."""
+    return IDEMPOTENCY_KEY_PREFIX + page_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,9 @@ class Batch:
     increments: Mapping[str, tuple[int, int]]  # page -> (count, tag)
     # The topology version it was routed at (app/topology/document.py); 0: release 1.
     version: int = 0
+    # page -> the idempotency keys of its keyed visits (app/core/idempotency.py); each is
+    # one of the page's counted visits, dropped by the node if it has seen the key.
+    keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def visits(self) -> int:
@@ -80,7 +92,14 @@ class Batch:
             parts.setdefault(owner_of(page_id), {})[page_id] = count_tag
         writer = f"{self.writer}>{self.node}"
         return [
-            Batch(writer=writer, seq=self.seq, node=node, increments=incs, version=version)
+            Batch(
+                writer=writer,
+                seq=self.seq,
+                node=node,
+                increments=incs,
+                version=version,
+                keys={page: self.keys[page] for page in incs if page in self.keys},
+            )
             for node, incs in parts.items()
         ]
 
@@ -95,17 +114,21 @@ class Batch:
         }
         return replace(self, increments=resolved)
 
+    def pending_keys(self) -> PendingKeys:
+        """The keys as the in-memory queues hold them (to put the batch back in a queue)."""
+        return {page: set(keys) for page, keys in self.keys.items()}
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "writer": self.writer,
-                "seq": self.seq,
-                "node": self.node,
-                "inc": {page: list(pair) for page, pair in self.increments.items()},
-                "tv": self.version,
-            },
-            separators=(",", ":"),
-        )
+        record: dict[str, Any] = {
+            "writer": self.writer,
+            "seq": self.seq,
+            "node": self.node,
+            "inc": {page: list(pair) for page, pair in self.increments.items()},
+            "tv": self.version,
+        }
+        if self.keys:
+            record["keys"] = {page: list(keys) for page, keys in self.keys.items()}
+        return json.dumps(record, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str) -> Batch:
@@ -123,6 +146,10 @@ class Batch:
                 for page, (count, epoch) in record["inc"].items()
             },
             version=int(record.get("tv", 0)),
+            keys={
+                str(page): tuple(str(key) for key in keys)
+                for page, keys in record.get("keys", {}).items()
+            },
         )
 
 
@@ -143,15 +170,42 @@ local function reset_count(epochs_key, resets_key)
 end
 """
 
-# KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...]
+# Idempotency keys (G10), shared with the cluster's script. Call with the page's key set,
+# the range of ARGV that holds the keys and the window in ms; returns how many of the keys
+# the set held already (repeats, not to be counted). Scores are the node's own clock (TIME), so keys
+# expire by one clock however many writers send them.
+IDEMPOTENCY_LUA = """
+local function record_keys(set, first, last, window)
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - window)
+  local seen = 0
+  for k = first, last do
+    if redis.call('ZSCORE', set, ARGV[k]) then
+      seen = seen + 1
+    else
+      redis.call('ZADD', set, now, ARGV[k])
+    end
+  end
+  redis.call('PEXPIRE', set, window)
+  return seen
+end
+"""
+
+# KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
+#        then the idempotency key set of each keyed page]
 # ARGV: [writer, seq, channel, mark field, topology version, release 1's mark field (the
-#        writer alone; "" when the batch is sent to another node than its own), then
-#        count and tag per page]
-# Returns [1 = applied, then per page: new count or -1, epoch] | [0] (applied before)
-# | [2, write floor] (sealed at a topology version whose routing is gone: re-route it).
-# The applied check comes first: a batch stored before a move is a duplicate, not stale.
+#        writer alone; "" when the batch is sent to another node than its own),
+#        keyed pages, key window in ms, then count and tag per page, then per keyed
+#        page: its index among the pages, how many keys, the keys]
+# Returns [1 = applied, then per page: new count or -1, epoch, then the repeats]
+# | [0] (applied before) | [2, write floor] (sealed at a topology version whose routing
+# is gone: re-route it). The applied check comes first: a batch stored before a move is
+# a duplicate, not stale. A repeated key's visit is not added (its page's count is
+# returned as it stands); keys are recorded even for increments a reset drops.
 APPLY_BATCH_LUA = (
     _RESET_COUNT_LUA
+    + IDEMPOTENCY_LUA
     + """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
 -- Release 1 kept the mark under the writer alone; its journals may still replay.
@@ -165,15 +219,27 @@ if tonumber(ARGV[5]) < write_floor then
   return {2, write_floor}
 end
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
+local keyed = tonumber(ARGV[7])
+local count = #KEYS - 4 - keyed
 local prefix_len = string.len('__PAGE_KEY_PREFIX__')
 local pages = {}
-for i = 5, #KEYS do
-  pages[i - 4] = string.sub(KEYS[i], prefix_len + 1)
+for i = 1, count do
+  pages[i] = string.sub(KEYS[i + 4], prefix_len + 1)
+end
+local repeats = {}
+local repeated = 0
+local at = 9 + 2 * count
+for j = 1, keyed do
+  local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local seen = record_keys(KEYS[4 + count + j], at + 2, at + 1 + n, tonumber(ARGV[8]))
+  repeats[index] = seen
+  repeated = repeated + seen
+  at = at + 2 + n
 end
 -- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
 local epochs = {}
-for first = 1, #pages, 1000 do
-  local last_index = math.min(first + 999, #pages)
+for first = 1, count, 1000 do
+  local last_index = math.min(first + 999, count)
   local chunk = redis.call('HMGET', KEYS[2], unpack(pages, first, last_index))
   for j = 1, #chunk do
     epochs[first + j - 1] = chunk[j]
@@ -182,13 +248,19 @@ end
 local out = {1}
 local stored = {}
 local highest_tag = 0
-for i = 1, #pages do
+for i = 1, count do
   local current = tonumber(epochs[i] or '0')
-  local tag = tonumber(ARGV[6 + 2 * i])
+  local tag = tonumber(ARGV[8 + 2 * i])
   highest_tag = math.max(highest_tag, tag)
   if current <= tag then
-    local value = redis.call('INCRBY', KEYS[i + 4], ARGV[5 + 2 * i])
-    stored[pages[i]] = value
+    local amount = tonumber(ARGV[7 + 2 * i]) - (repeats[i] or 0)
+    local value
+    if amount > 0 then
+      value = redis.call('INCRBY', KEYS[i + 4], amount)
+      stored[pages[i]] = value
+    else
+      value = tonumber(redis.call('GET', KEYS[i + 4]) or '0')
+    end
     out[#out + 1] = value
   else
     out[#out + 1] = -1
@@ -201,6 +273,7 @@ end
 if next(stored) ~= nil then
   redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
 end
+out[#out + 1] = repeated
 return out
 """.replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
 )

@@ -47,7 +47,7 @@ from app.services.journal_format import (
 )
 from app.services.quarantine import DamagedLine, FileDamage, quarantine
 from app.services.visit_log import (
-    SegmentCounts,
+    SegmentRead,
     read_segment,
     segment_versions,
     segments_of,
@@ -202,9 +202,7 @@ class Journal:
             read = read_segment(segment)
             version = version_of(versions, number)
             batches.extend(
-                _segment_batches(
-                    writer, number, read.counts, ring_at(version), version, orphan.covered
-                )
+                _segment_batches(writer, number, read, ring_at(version), version, orphan.covered)
             )
             if read.damage:
                 size = segment.stat().st_size
@@ -391,17 +389,26 @@ def _summary(damage: FileDamage, limit: int = 10) -> tuple[str, str]:
 def _segment_batches(
     writer: str,
     number: int,
-    counts: SegmentCounts,
+    segment: SegmentRead,
     ring: Placement,
     version: int,
     covered: dict[str, int],
 ) -> Iterator[Batch]:
     """Batches (seq `number`) for the parts of a segment no journaled batch covers."""
     by_node: dict[str, dict[str, tuple[int, int]]] = {}
-    for page_id, counted in counts.items():
+    for page_id, counted in segment.counts.items():
         by_node.setdefault(ring.owner(page_id), {})[page_id] = counted
     for node, increments in by_node.items():
         if number > covered.get(node, 0):
             yield Batch(
-                writer=writer, seq=number, node=node, increments=increments, version=version
+                writer=writer,
+                seq=number,
+                node=node,
+                increments=increments,
+                version=version,
+                keys={
+                    page: tuple(sorted(segment.keys[page]))
+                    for page in increments
+                    if page in segment.keys
+                },
             )

@@ -28,6 +28,7 @@ from app.services.batch import (
     RESETS_KEY,
     TOPOLOGY_KEY,
     Batch,
+    idempotency_set_key,
     page_key,
 )
 from app.topology.scripts import move_keys
@@ -50,6 +51,8 @@ class ApplyResult:
     # Pages of the batch an earlier attempt had stored (cluster mode: a slot group
     # applied before the attempt that failed as a whole).
     applied_before: tuple[str, ...] = ()
+    # Keyed visits the node had seen the key of (G10): acknowledged twice, counted once.
+    repeats: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +103,10 @@ class _NodeScripts:
 
 
 class NodeStore:
-    def __init__(self, manager: RedisManager) -> None:
+    def __init__(self, manager: RedisManager, idempotency_window_seconds: int = 86_400) -> None:
         self._manager = manager
         self._scripts: dict[str, _NodeScripts] = {}
+        self._window_ms = idempotency_window_seconds * 1000
 
     def _for(self, name: str) -> _NodeScripts:
         """The node's scripts, registered on its client when first used (nodes come and go)."""
@@ -126,6 +130,7 @@ class NodeStore:
         """
         node = via or batch.node
         pages = list(batch.increments)
+        keyed = [(index, page) for index, page in enumerate(pages, 1) if page in batch.keys]
         # Release 1's mark (the writer alone) speaks for the node that holds it only.
         legacy = batch.writer if node == batch.node else ""
         args: list[Any] = [
@@ -135,15 +140,20 @@ class NodeStore:
             batch.mark,
             batch.version,
             legacy,
+            len(keyed),
+            self._window_ms,
         ]
         for page_id in pages:
             args.extend(batch.increments[page_id])
+        for index, page_id in keyed:
+            args += (index, len(batch.keys[page_id]), *batch.keys[page_id])
         keys = [
             APPLIED_KEY,
             EPOCHS_KEY,
             RESETS_KEY,
             TOPOLOGY_KEY,
             *(page_key(page_id) for page_id in pages),
+            *(idempotency_set_key(page_id) for _, page_id in keyed),
         ]
         reply = await self._call(node, lambda: self._for(node).apply(keys, args))
         if int(reply[0]) == 2:
@@ -158,7 +168,7 @@ class NodeStore:
                 stored[page_id] = value
             else:
                 dropped[page_id] = epoch
-        return ApplyResult(applied=True, stored=stored, dropped=dropped)
+        return ApplyResult(applied=True, stored=stored, dropped=dropped, repeats=int(reply[-1]))
 
     async def read(
         self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None

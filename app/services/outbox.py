@@ -14,7 +14,9 @@ increasing order (what the idempotency mark in `batch.py` relies on):
 3. `spilled`: sealed batches written to the journal because the node was
    unreachable for too long (their journal offsets, oldest first).
 4. `queued`: increments not sealed yet. New flushes merge into it, which keeps
-   memory at one entry per distinct page however long the node is away.
+   memory at one entry per distinct page however long the node is away (plus
+   one per distinct idempotency key, `queued_keys`: a key queued twice is one
+   visit).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from app.services.batch import Batch
+from app.services.batch import Batch, PendingKeys
+
+# Seals queued increments (and their idempotency keys) into the next batch.
+Seal = Callable[[dict[str, int], PendingKeys], Batch]
 
 
 class NodeOutbox:
@@ -33,6 +38,7 @@ class NodeOutbox:
         self.sealed: deque[Batch] = deque()
         self.spilled: deque[int] = deque()
         self.queued: dict[str, int] = {}
+        self.queued_keys: PendingKeys = {}  # page -> keys of queued keyed visits
 
     @property
     def empty(self) -> bool:
@@ -48,14 +54,28 @@ class NodeOutbox:
         inflight = self.inflight.visits if self.inflight is not None else 0
         return inflight + sum(b.visits for b in self.sealed) + sum(self.queued.values())
 
-    def add(self, increments: Mapping[str, int]) -> None:
+    def add(self, increments: Mapping[str, int], keys: PendingKeys | None = None) -> None:
+        """Queue increments; `keys`: the idempotency keys of keyed visits among them.
+
+        A key queued already stands for a visit counted already: it is added once.
+        """
         queued = self.queued
         for page_id, count in increments.items():
             queued[page_id] = queued.get(page_id, 0) + count
+        for page_id, page_keys in (keys or {}).items():
+            held = self.queued_keys.get(page_id)
+            if held is None:
+                self.queued_keys[page_id] = set(page_keys)
+                continue
+            queued[page_id] -= len(held & page_keys)
+            held |= page_keys
 
-    def next_batch(
-        self, seal: Callable[[dict[str, int]], Batch], read_spilled: Callable[[int], Batch]
-    ) -> Batch | None:
+    def forget(self, page_id: str) -> None:
+        """Drop what is queued for the page (a reset made it older than the page's count)."""
+        self.queued.pop(page_id, None)
+        self.queued_keys.pop(page_id, None)
+
+    def next_batch(self, seal: Seal, read_spilled: Callable[[int], Batch]) -> Batch | None:
         """The batch to send now: the inflight one, else a sealed one, else the oldest
         spilled, else seal the queue."""
         if self.inflight is None:
@@ -65,7 +85,7 @@ class NodeOutbox:
                 self.inflight_offset = self.spilled[0]
                 self.inflight = read_spilled(self.inflight_offset)
             elif self.queued:
-                self.inflight, self.queued = seal(self.queued), {}
+                self.inflight = self._seal(seal)
         return self.inflight
 
     def drop_unreadable(self) -> int:
@@ -98,11 +118,15 @@ class NodeOutbox:
         self.spilled.appendleft(offset)
         self.inflight = None
 
-    def seal_queued(self, seal: Callable[[dict[str, int]], Batch]) -> Batch | None:
+    def seal_queued(self, seal: Seal) -> Batch | None:
         """Seal the queue into a batch (for spilling); it is *not* queued here any more."""
         if not self.queued:
             return None
-        batch, self.queued = seal(self.queued), {}
+        return self._seal(seal)
+
+    def _seal(self, seal: Seal) -> Batch:
+        batch = seal(self.queued, self.queued_keys)
+        self.queued, self.queued_keys = {}, {}
         return batch
 
     @property

@@ -132,6 +132,12 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.visits_repeated = Counter(
+            "visits_repeated",
+            "Visits repeated with an Idempotency-Key seen before, answered 200, counted once.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.visits_stored = Counter(
             "visits_stored",
             "Visits the nodes have stored (acknowledged batches).",
@@ -345,6 +351,7 @@ class PrometheusMetrics:
         self._advance(self.visits_accepted, "visits_accepted", stats.visits_accepted)
         self._advance(self.visits_stored, "visits_stored", stats.visits_stored)
         self._advance(self.bots_rejected, "bots_rejected", stats.bots_rejected)
+        self._advance(self.visits_repeated, "visits_repeated", stats.visits_repeated)
         self._advance(
             self.journal_damaged_records, "damaged_records", counter.journal.damaged_records
         )

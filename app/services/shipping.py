@@ -26,12 +26,12 @@ from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError
 from app.core.tasks import PeriodicTask
-from app.services.batch import Batch
+from app.services.batch import Batch, PendingKeys
 from app.services.cache import StoredCountCache
 from app.services.fencing import ResetFencing
 from app.services.journal import Journal, JournalError
 from app.services.node_store import ApplyResult, CountStore
-from app.services.outbox import NodeOutbox
+from app.services.outbox import NodeOutbox, Seal
 from app.services.stats import CounterStats
 from app.services.visit_log import VisitLog
 from app.topology.document import Topology
@@ -46,9 +46,9 @@ BatchObserver = Callable[[str, str, float], None]
 class WriteBuffer(Protocol):
     """The hot path's buffer (`VisitCounter`), swapped out at each flush."""
 
-    def take(self) -> dict[str, int]: ...
+    def take(self) -> tuple[dict[str, int], PendingKeys]: ...
 
-    def give_back(self, increments: Mapping[str, int]) -> None: ...
+    def give_back(self, increments: Mapping[str, int], keys: PendingKeys) -> None: ...
 
 
 class Shipper:
@@ -141,16 +141,21 @@ class Shipper:
         Runs without awaiting, so no increment can land in the old buffer after
         the swap; visits arriving meanwhile go to the new one.
         """
-        swapped = self._buffer.take()
+        swapped, keys = self._buffer.take()
         self.swap += 1
         if self._visit_log is not None:
             self._rotate_visit_log()
         by_owner: dict[str, dict[str, int]] = {}
+        keys_by_owner: dict[str, PendingKeys] = {}
         owner_of = (ring or self._topology.write_ring).owner
         for page_id, count in swapped.items():
-            by_owner.setdefault(owner_of(page_id), {})[page_id] = count
+            owner = owner_of(page_id)
+            by_owner.setdefault(owner, {})[page_id] = count
+            page_keys = keys.get(page_id)
+            if page_keys is not None:
+                keys_by_owner.setdefault(owner, {})[page_id] = page_keys
         for name, increments in by_owner.items():
-            self.outboxes[name].add(increments)
+            self.outboxes[name].add(increments, keys_by_owner.get(name))
         # With the visit log on, a down node's increments go to the journal at once,
         # so the log's segments can be deleted; without it, only past the cap.
         cap = 1 if self._visit_log is not None else self._settings.max_pending_pages_per_node
@@ -179,7 +184,9 @@ class Shipper:
             except JournalError:
                 # Never ahead of older spilled batches: back to the buffer, routed anew.
                 logger.exception("journal failed; %d visits re-routed in memory", batch.visits)
-                self._buffer.give_back({page: c for page, (c, _) in batch.increments.items()})
+                self._buffer.give_back(
+                    {page: c for page, (c, _) in batch.increments.items()}, batch.pending_keys()
+                )
         if self._visit_log is not None:
             self._visit_log.mark_version(self.swap + 1, self._topology.version)
         self.wake()
@@ -225,7 +232,10 @@ class Shipper:
                 try:
                     outbox.spilled.append(self._journal.append(batch))
                 except JournalError:
-                    outbox.add({page: count for page, (count, _) in batch.increments.items()})
+                    outbox.add(
+                        {page: count for page, (count, _) in batch.increments.items()},
+                        batch.pending_keys(),
+                    )
                     raise
                 pages, visits = pages + len(batch.increments), visits + batch.visits
         except JournalError as exc:
@@ -360,8 +370,10 @@ class Shipper:
                 self._cache.discard(page_id)
             return
         self._stats.batches_stored += 1
-        self._stats.visits_stored += sum(
-            batch.increments[page][0] for page in (*result.stored, *result.applied_before)
+        self._stats.visits_repeated += result.repeats
+        self._stats.visits_stored += (
+            sum(batch.increments[page][0] for page in (*result.stored, *result.applied_before))
+            - result.repeats
         )
         for page_id in result.applied_before:
             self._cache.discard(page_id)
@@ -371,11 +383,11 @@ class Shipper:
             # A reset this process had not heard of: what it holds for the page is older.
             self.on_reset(page_id, epoch)
 
-    def _seal_for(self, name: str, version: int | None = None) -> Callable[[dict[str, int]], Batch]:
+    def _seal_for(self, name: str, version: int | None = None) -> Seal:
         """Sealing `name`'s queue as a batch routed at `version` (by default the current)."""
         routed_at = self._topology.version if version is None else version
 
-        def seal(queued: dict[str, int]) -> Batch:
+        def seal(queued: dict[str, int], keys: PendingKeys) -> Batch:
             # The current flush number. Unique per node: a node's queue is refilled only
             # by a flush, so it is sealed at most once per flush number.
             tag = self._fencing.tag
@@ -385,6 +397,7 @@ class Shipper:
                 node=name,
                 increments={page: (count, tag(page, name)) for page, count in queued.items()},
                 version=routed_at,
+                keys={page: tuple(sorted(page_keys)) for page, page_keys in keys.items()},
             )
 
         return seal

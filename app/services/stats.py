@@ -10,6 +10,9 @@ from datetime import datetime
 class CounterStats:
     visits_accepted: int = 0
     bots_rejected: int = 0  # requests from known crawlers: answered 200, not counted
+    # keyed visits whose Idempotency-Key was seen before (in this buffer, or by the node):
+    # answered 200, counted once
+    visits_repeated: int = 0
     batches_stored: int = 0
     batches_failed: int = 0
     batches_duplicate: int = 0

@@ -22,8 +22,9 @@ class Storage:
 
 def open_storage(settings: Settings) -> Storage:
     """Nothing is connected yet: `nodes.start()` and `manager.start()` do that."""
+    window = settings.idempotency_window_seconds
     if settings.redis_mode == "cluster":
         cluster = ClusterManager(settings)
-        return Storage(cluster, ClusterNodeSet(settings, cluster), ClusterStore(cluster))
+        return Storage(cluster, ClusterNodeSet(settings, cluster), ClusterStore(cluster, window))
     manager = RedisManager(settings)
-    return Storage(manager, NodeSet(settings, manager), NodeStore(manager))
+    return Storage(manager, NodeSet(settings, manager), NodeStore(manager, window))

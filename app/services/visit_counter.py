@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError, VisitNotKeptError
-from app.services.batch import UNKNOWN_TAG
+from app.services.batch import UNKNOWN_TAG, PendingKeys
 from app.services.cache import StoredCountCache
 from app.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from app.services.fencing import ResetFencing
@@ -63,12 +63,15 @@ class VisitCounter:
         self._settings = settings
         self._nodes = nodes
         self._manager = nodes.manager
-        self._store: CountStore = store or NodeStore(self._manager)
+        self._store: CountStore = store or NodeStore(
+            self._manager, settings.idempotency_window_seconds
+        )
         self.cache = StoredCountCache(settings.cache_ttl_seconds, settings.cache_capacity)
         self.writer = new_writer_id()
         self.journal = Journal(settings.journal_dir, self.writer)
         self.stats = CounterStats()
         self.pending: dict[str, int] = {}
+        self.pending_keys: PendingKeys = {}  # idempotency keys of keyed visits in `pending`
         self.visit_log = (
             VisitLog(settings.journal_dir, self.writer) if settings.journal_visits else None
         )
@@ -136,14 +139,19 @@ class VisitCounter:
 
     # -- the buffer (shipping.WriteBuffer) -------------------------------------
 
-    def take(self) -> dict[str, int]:
+    def take(self) -> tuple[dict[str, int], PendingKeys]:
         swapped, self.pending = self.pending, {}
-        return swapped
+        keys, self.pending_keys = self.pending_keys, {}
+        return swapped, keys
 
-    def give_back(self, increments: Mapping[str, int]) -> None:
+    def give_back(self, increments: Mapping[str, int], keys: PendingKeys) -> None:
         pending = self.pending
         for page_id, count in increments.items():
             pending[page_id] = pending.get(page_id, 0) + count
+        for page_id, page_keys in keys.items():
+            held = self.pending_keys.setdefault(page_id, set())
+            pending[page_id] -= len(held & page_keys)
+            held |= page_keys
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -226,8 +234,12 @@ class VisitCounter:
 
     # -- the hot path ----------------------------------------------------------
 
-    def record_visit(self, page_id: str) -> None:
+    def record_visit(self, page_id: str, key: str | None = None) -> None:
         """Count one visit in memory. Never waits on Redis; stored within one flush interval.
+
+        `key`: the visit's idempotency key (app/core/idempotency.py). A key this
+        buffer holds already is a repeat and adds nothing; any other repeat is
+        dropped by the page's node when the batch arrives (G10).
 
         Raises VisitNotKeptError when the page's node is unreachable, its memory
         cap is reached and the journal cannot be written: the visit is refused
@@ -235,15 +247,25 @@ class VisitCounter:
         """
         if self._refusing and self.ring.owner(page_id) in self._refusing:
             raise VisitNotKeptError("cannot keep visits for this page now; retry later")
+        if key is not None:
+            page_keys = self.pending_keys.get(page_id)
+            if page_keys is not None and key in page_keys:
+                # Acknowledged, and settled at once: visits_accepted stays equal to
+                # visits_stored + visits_repeated + what is pending.
+                self.stats.visits_accepted += 1
+                self.stats.visits_repeated += 1
+                return
         if self.visit_log is not None:
-            self._log_visit(page_id)
+            self._log_visit(page_id, key)
+        if key is not None:
+            self.pending_keys.setdefault(page_id, set()).add(key)
         pending = self.pending
         pending[page_id] = pending.get(page_id, 0) + 1
         self.stats.visits_accepted += 1
         if len(pending) >= self._settings.batch_size_limit:
             self._shipper.wake()
 
-    def _log_visit(self, page_id: str) -> None:
+    def _log_visit(self, page_id: str, key: str | None) -> None:
         assert self.visit_log is not None
         if self._shipper.visit_log_failed:
             raise VisitNotKeptError("the visit log cannot be written; retry later")
@@ -251,7 +273,7 @@ class VisitCounter:
         if tag == UNKNOWN_TAG:
             self._shipper.unknown_tags_logged = True
         try:
-            self.visit_log.append(page_id, tag)
+            self.visit_log.append(page_id, tag, key)
         except OSError as exc:
             logger.error("visit log write failed; refusing visits: %s", exc)
             raise VisitNotKeptError("the visit log cannot be written; retry later") from exc
@@ -371,8 +393,9 @@ class VisitCounter:
 
     def _forget(self, page_id: str) -> None:
         self.pending.pop(page_id, None)
+        self.pending_keys.pop(page_id, None)
         for outbox in self._shipper.outboxes.values():
-            outbox.queued.pop(page_id, None)
+            outbox.forget(page_id)
         self.cache.discard(page_id)
         self._resets += 1
 

@@ -1,8 +1,9 @@
 """The per-visit log (JOURNAL_VISITS=true): every acknowledged visit is on disk first.
 
 Each visit appends one line (`<page>`, or `<page> <tag>` when its tag, see
-`batch.py`, is not 0; in `<page>`, `%` and space are written `%25` and `%20`, so
-the line splits one way only) to the current segment with a single O_APPEND
+`batch.py`, is not 0, or `<page> <tag> <idempotency key>` for a keyed visit; in
+`<page>`, `%` and space are written `%25` and `%20`, so the line splits one way
+only, and a key holds neither space nor control bytes) to the current segment with a single O_APPEND
 `write()`, before the 200 goes out. There is no fsync: the line survives the
 process dying in any way (`kill -9` included), because it is in the kernel's page
 cache, but not a crash of the machine itself within the kernel's writeback delay
@@ -16,7 +17,7 @@ applied-batch mark (see `batch.py`) tells which parts it already has.
 
 Reading a segment back, a torn last line (no newline) that could be the start
 of a visit line is skipped: it is a write() that never completed, so its visit
-was never acknowledged. Any other line that is not `<page id>[ <epoch>]` (a bad
+was never acknowledged. Any other line that is not `<page id>[ <epoch>[ <key>]]` (a bad
 epoch, bytes that are not a page id, invalid UTF-8, or a torn tail that no
 visit line starts with) is damage: `read_segment` reports it, and the claim
 quarantines the segment (see `quarantine.py`). A flipped byte that turns one
@@ -30,11 +31,13 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.errors import InvalidPageIdError
+from app.core.idempotency import MAX_KEY_LENGTH
 from app.core.page_id import MAX_PAGE_ID_LENGTH, validate_page_id
+from app.services.batch import PendingKeys
 from app.services.quarantine import DamagedLine
 
 logger = logging.getLogger(__name__)
@@ -45,15 +48,19 @@ SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
 _PAGE = rf"[^\x00-\x20\x7f]{{1,{4 * MAX_PAGE_ID_LENGTH}}}"
 _ESCAPED = re.compile(r"%(25|20)")
 # The tag is an epoch, or -1 (UNKNOWN_TAG: logged before the node's reset count was read).
-_VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}}))?\n".encode())
+_KEY = rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}"
+_VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}})(?: ({_KEY}))?)?\n".encode())
 # What a write() of a visit line cut short can leave: a prefix of a visit line.
-_TORN_VISIT = re.compile(rf"{_PAGE}(?: -?[0-9]{{0,19}})?".encode())
+_TORN_VISIT = re.compile(
+    rf"{_PAGE}(?: -?[0-9]{{0,19}}(?: [\x21-\x7e]{{0,{MAX_KEY_LENGTH}}})?)?".encode()
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentRead:
     counts: SegmentCounts
     damage: tuple[DamagedLine, ...]  # unreadable lines (never a torn last visit)
+    keys: PendingKeys = field(default_factory=dict)  # of the keyed visits among `counts`
 
 
 class VisitLog:
@@ -74,11 +81,14 @@ class VisitLog:
             os.close(self._fd)
         self._fd, self._segment = fd, segment
 
-    def append(self, page_id: str, epoch: int) -> None:
+    def append(self, page_id: str, epoch: int, key: str | None = None) -> None:
         """One visit, one write(); raises OSError if the kernel does not take all of it."""
         assert self._fd is not None, "visit log is not open"
         page = _escape(page_id)
-        data = (f"{page} {epoch}\n" if epoch else f"{page}\n").encode()
+        if key is not None:
+            data = f"{page} {epoch} {key}\n".encode()
+        else:
+            data = (f"{page} {epoch}\n" if epoch else f"{page}\n").encode()
         written = os.write(self._fd, data)
         if written != len(data):
             self._cut(written)
@@ -164,6 +174,7 @@ def read_segment(path: Path) -> SegmentRead:
     """Visits per page in one segment (for a page reset meanwhile, only the newest epoch's),
     and the lines that could not be read."""
     counts: SegmentCounts = {}
+    keys: PendingKeys = {}
     damage: list[DamagedLine] = []
     offset = 0
     with path.open("rb") as handle:
@@ -186,10 +197,17 @@ def read_segment(path: Path) -> SegmentRead:
             visits, known_epoch = counts.get(page_id, (0, epoch))
             if epoch > known_epoch:
                 visits, known_epoch = 0, epoch
+                keys.pop(page_id, None)
             elif epoch < known_epoch:
                 continue  # counted before a reset this writer had seen: fenced anyway
+            if visit.group(3) is not None:
+                key = visit.group(3).decode()
+                page_keys = keys.setdefault(page_id, set())
+                if key in page_keys:
+                    continue  # a repeat: one visit
+                page_keys.add(key)
             counts[page_id] = (visits + 1, known_epoch)
-    return SegmentRead(counts, tuple(damage))
+    return SegmentRead(counts, tuple(damage), keys)
 
 
 def _escape(page_id: str) -> str:

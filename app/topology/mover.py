@@ -93,6 +93,7 @@ class Mover:
         self._timeout = timeout
         self._progress = progress
         self._max_rate = max_rate
+        self._key_window_ms = nodes.settings.idempotency_window_seconds * 1000
         self._deadline = 0.0
         self._paced_since = 0.0  # when the pages counted in `_paced` began to move
         self._paced = 0
@@ -323,19 +324,27 @@ class Mover:
                 source, client.eval, TAKE_LUA, 3, taken_key, out_key, EPOCHS_KEY, *chunk
             )
             by_target: dict[str, list[object]] = {}
+            pages_to: dict[str, int] = {}
             owner = ring.owner
-            for index, page in enumerate(chunk):
-                taken, epoch = int(reply[2 * index]), int(reply[2 * index + 1])
-                by_target.setdefault(owner(page), []).extend((page, taken, epoch))
-            for target, triples in by_target.items():
+            at = 0
+            for page in chunk:
+                # taken total, epoch, number of idempotency keys, then key and score pairs
+                end = at + 3 + 2 * int(reply[at + 2])
+                target = owner(page)
+                by_target.setdefault(target, []).extend((page, *reply[at:end]))
+                pages_to[target] = pages_to.get(target, 0) + 1
+                at = end
+            for target, entries in by_target.items():
                 added = await self._retry(
                     target,
                     self._manager.client(target).eval,
                     RECEIVE_LUA,
                     5,
-                    *(got_key, in_key, cutoff_key, EPOCHS_KEY, RESETS_KEY, *triples),
+                    *(got_key, in_key, cutoff_key, EPOCHS_KEY, RESETS_KEY),
+                    self._key_window_ms,
+                    *entries,
                 )
-                summary.add(source, target, len(triples) // 3, int(added))
+                summary.add(source, target, pages_to[target], int(added))
 
     async def _pace(self, pages: int) -> None:
         """Wait before moving `pages` more so the move stays under `max_rate` pages/s."""

@@ -20,11 +20,19 @@ which neither step changes (READ_PAGE_LUA in batch.py).
 A reset during the move runs on the source, then on the target with the
 source's new epoch as its *cutoff*: an amount taken before the reset (its
 epoch is below the cutoff) is recorded as received but not added.
+
+Idempotency keys (G10) travel too: TAKE returns the page's key set, which it
+leaves in place (it expires by itself), so a mover killed between the steps
+finds it again; RECEIVE adds the keys the target lacks, with their scores. A
+key the target holds with another score is a visit retried after the switch:
+the source counted its first copy and the target the retry, so RECEIVE adds
+one visit fewer per such key. The same key with the same score is a copy from
+an earlier move (the page moved back), not a repeat.
 """
 
 from __future__ import annotations
 
-from app.services.batch import PAGE_KEY_PREFIX
+from app.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX
 
 
 def move_keys(move: int | None) -> tuple[str, str, str, str, str]:
@@ -64,9 +72,11 @@ redis.call('SET', KEYS[2], count)
 return count
 """
 
-# KEYS: [taken, out, epochs]; ARGV: page ids. Returns per page: taken total, epoch.
+# KEYS: [taken, out, epochs]; ARGV: page ids. Returns per page: taken total, epoch, the
+# number of idempotency keys, then each key and its score.
 TAKE_LUA = """
 local prefix = '__PREFIX__'
+local keys_prefix = '__KEYS_PREFIX__'
 local reply = {}
 for i = 1, #ARGV do
   local page = ARGV[i]
@@ -82,25 +92,55 @@ for i = 1, #ARGV do
   end
   reply[#reply + 1] = taken
   reply[#reply + 1] = tonumber(redis.call('HGET', KEYS[3], page) or '0')
+  local entries = redis.call('ZRANGE', keys_prefix .. page, 0, -1, 'WITHSCORES')
+  reply[#reply + 1] = #entries / 2
+  for j = 1, #entries do
+    reply[#reply + 1] = entries[j]
+  end
 end
 return reply
-""".replace("__PREFIX__", PAGE_KEY_PREFIX)
+""".replace("__PREFIX__", PAGE_KEY_PREFIX).replace("__KEYS_PREFIX__", IDEMPOTENCY_KEY_PREFIX)
 
-# KEYS: [got, in, cutoff, epochs, resets]; ARGV: page, taken total, epoch for each page.
+# KEYS: [got, in, cutoff, epochs, resets]
+# ARGV: [key window in ms, then for each page: page, taken total, epoch, number of keys,
+#        then each key and its score (as TAKE returned them)]
 # Returns the visits added here by this call.
 RECEIVE_LUA = """
 local prefix = '__PREFIX__'
+local keys_prefix = '__KEYS_PREFIX__'
+local window = tonumber(ARGV[1])
 local added = 0
 local highest = 0
-for i = 1, #ARGV, 3 do
+local i = 2
+while i <= #ARGV do
   local page, taken, epoch = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local first, last = i + 4, i + 3 + 2 * tonumber(ARGV[i + 3])
+  i = last + 1
+  local repeats = 0
+  if last >= first then
+    local set = keys_prefix .. page
+    for k = first, last, 2 do
+      local here = redis.call('ZSCORE', set, ARGV[k])
+      if not here then
+        redis.call('ZADD', set, ARGV[k + 1], ARGV[k])
+      elseif tonumber(here) ~= tonumber(ARGV[k + 1]) then
+        repeats = repeats + 1
+      end
+    end
+    if redis.call('PTTL', set) < window then
+      redis.call('PEXPIRE', set, window)
+    end
+  end
   local got = tonumber(redis.call('HGET', KEYS[1], page) or '0')
   if taken > got then
     redis.call('HSET', KEYS[1], page, taken)
     if epoch >= tonumber(redis.call('HGET', KEYS[3], page) or '0') then
-      redis.call('INCRBY', prefix .. page, taken - got)
+      local amount = math.max(taken - got - repeats, 0)
+      if amount > 0 then
+        redis.call('INCRBY', prefix .. page, amount)
+      end
       redis.call('HINCRBY', KEYS[2], page, taken - got)
-      added = added + taken - got
+      added = added + amount
     end
   end
   if epoch > tonumber(redis.call('HGET', KEYS[4], page) or '0') then
@@ -112,7 +152,7 @@ if highest > tonumber(redis.call('GET', KEYS[5]) or '0') then
   redis.call('SET', KEYS[5], highest)
 end
 return added
-""".replace("__PREFIX__", PAGE_KEY_PREFIX)
+""".replace("__PREFIX__", PAGE_KEY_PREFIX).replace("__KEYS_PREFIX__", IDEMPOTENCY_KEY_PREFIX)
 
 # KEYS: [epochs hash, resets count]; ARGV: page, epoch pairs. Imports epochs (keeps the higher).
 IMPORT_EPOCHS_LUA = """

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from redis.crc import key_slot
 
-from app.cluster.buckets import applied_key, bucket_of, page_key
+from app.cluster.buckets import applied_key, bucket_of, idempotency_set_key, page_key
 from app.core.errors import NodeUnavailableError
 from app.services.batch import Batch
 from app.services.running import running_counter
@@ -74,6 +74,30 @@ async def test_a_batch_sent_twice_is_applied_once_per_bucket_and_its_mark_lives_
             mark = applied_key(bucket_of(page))
             assert key_slot(mark.encode()) == key_slot(page_key(page).encode())
             assert client.hget(mark, "w1|cluster") == b"7"
+
+
+async def test_a_keyed_visit_retried_on_another_worker_counts_once_in_its_bucket(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster", batch_interval_seconds=60)
+    pages = [f"keyed-{number}" for number in range(300)]  # over many buckets and primaries
+    async with running_counter(settings) as first, running_counter(settings) as second:
+        for page in pages:
+            first.record_visit(page, f"{page}-a")
+            second.record_visit(page, f"{page}-a")  # the retry, on another worker
+            second.record_visit(page, f"{page}-b")
+        await asyncio.gather(first.flush(), second.flush())
+        for page in pages:
+            first.record_visit(page, f"{page}-b")  # retried after it was stored
+        await first.flush()
+        repeats = first.stats.visits_repeated + second.stats.visits_repeated
+
+    assert repeats == 2 * len(pages)
+    assert cluster_counts(cluster, pages) == dict.fromkeys(pages, 2)
+    with cluster_client(cluster) as client:
+        keys = idempotency_set_key(pages[0])
+        assert key_slot(keys.encode()) == key_slot(page_key(pages[0]).encode())
+        assert set(client.zrange(keys, 0, -1)) == {f"{pages[0]}-a".encode(), b"keyed-0-b"}
 
 
 async def test_a_reset_drops_older_increments_in_any_slot(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from app.core.consistent_hash import ConsistentHashRing
-from app.services.batch import Batch
+from app.services.batch import Batch, PendingKeys
 from app.services.outbox import NodeOutbox
 
 NODE = "redis://n1:6379"
@@ -27,14 +27,15 @@ class Sealer:
         self.epochs: dict[str, int] = {}
         self.sealed: list[Batch] = []
 
-    def for_node(self, node: str) -> Callable[[dict[str, int]], Batch]:
-        def seal(queued: dict[str, int]) -> Batch:
+    def for_node(self, node: str) -> Callable[[dict[str, int], PendingKeys], Batch]:
+        def seal(queued: dict[str, int], keys: PendingKeys) -> Batch:
             self.seq += 1
             batch = Batch(
                 writer=self.writer,
                 seq=self.seq,
                 node=node,
                 increments={page: (n, self.epochs.get(page, 0)) for page, n in queued.items()},
+                keys={page: tuple(sorted(page_keys)) for page, page_keys in keys.items()},
             )
             self.sealed.append(batch)
             return batch
@@ -87,6 +88,49 @@ def test_add_merges_into_the_queue() -> None:
     assert outbox.queued == {"a": 4, "b": 2, "c": 1}
     assert (outbox.pages_in_memory, outbox.visits_in_memory) == (3, 7)
     assert not outbox.empty
+
+
+def test_a_key_queued_twice_is_one_visit_and_rides_in_the_sealed_batch() -> None:
+    outbox = NodeOutbox(NODE)
+    outbox.add({"a": 3}, {"a": {"k1", "k2"}})  # two keyed visits and an unkeyed one
+    outbox.add({"a": 2, "b": 1}, {"a": {"k2", "k3"}, "b": {"k1"}})  # k2 again (a retry)
+
+    assert outbox.queued == {"a": 4, "b": 1}
+    batch = outbox.next_batch(Sealer().for_node(NODE), FakeJournal().read)
+
+    assert batch is not None
+    assert batch.increments == {"a": (4, 0), "b": (1, 0)}
+    assert batch.keys == {"a": ("k1", "k2", "k3"), "b": ("k1",)}
+    assert (outbox.queued, outbox.queued_keys) == ({}, {})
+
+
+def test_forget_drops_a_pages_queued_visits_and_keys() -> None:
+    outbox = NodeOutbox(NODE)
+    outbox.add({"a": 1, "b": 1}, {"a": {"k"}})
+    outbox.forget("a")
+
+    assert (outbox.queued, outbox.queued_keys) == ({"b": 1}, {})
+
+
+def test_keys_survive_the_journal_format_and_follow_their_pages_when_rerouted() -> None:
+    batch = Batch(
+        writer=WRITER,
+        seq=4,
+        node=NODE,
+        increments={"a": (2, 1), "b": (1, 0), "c": (5, 0)},
+        version=3,
+        keys={"a": ("k1", "k2"), "c": ("k3",)},
+    )
+    assert Batch.from_json(batch.to_json()) == batch
+    assert "keys" not in make_batch(1, {"a": (1, 0)}).to_json(), "unkeyed lines stay as they were"
+
+    parts = batch.rerouted({"a": "n1", "b": "n2", "c": "n2"}.__getitem__, 4)
+
+    assert {part.node: dict(part.keys) for part in parts} == {
+        "n1": {"a": ("k1", "k2")},
+        "n2": {"c": ("k3",)},
+    }
+    assert batch.pending_keys() == {"a": {"k1", "k2"}, "c": {"k3"}}
 
 
 def test_batches_go_out_inflight_then_spilled_oldest_first_then_queued() -> None:

@@ -153,14 +153,14 @@ def test_read_segment_skips_a_torn_line_that_carries_an_epoch(directory: Path) -
     "bad",
     [
         b"home x\n",
-        b"home 1 2\n",
+        b"home 1 k2 x\n",  # a key holds no space: a fourth field is damage
         b"home -2\n",  # -1 is a tag (UNKNOWN_TAG); no other negative is
         b"\x00\x00\x00\n",
         b"cafe\xcc\x81\n",  # NFD: not a canonical page id
         b"\xff\xfe\n",
         b"\n",
     ],
-    ids=["epoch", "two-epochs", "negative", "nul", "not-nfc", "not-utf8", "empty"],
+    ids=["epoch", "four-fields", "negative", "nul", "not-nfc", "not-utf8", "empty"],
 )
 def test_an_unreadable_line_in_the_middle_is_damage(directory: Path, bad: bytes) -> None:
     path = write_segment(directory, "w1.visits.1")
@@ -239,6 +239,34 @@ def test_path_ids_with_spaces_and_percent_signs_read_back_as_written(log: VisitL
         log.append(page_id, 4)  # a reset heard of: only these count
 
     assert read_segment(log.path(3)) == clean(dict.fromkeys(pages, (1, 4)))
+
+
+def test_keyed_visits_read_back_with_their_keys_and_a_repeated_key_counts_once(
+    log: VisitLog,
+) -> None:
+    log.open(2)
+    log.append("a", 0, "k1")
+    log.append("a", 0)
+    log.append("a", 0, "k1")  # a repeat that reached the log (another path): one visit
+    log.append("b 1", 3, "uuid-0f:1")
+    log.append("a", 0, "k2")
+
+    assert log.path(2).read_text().splitlines()[0] == "a 0 k1", "the tag is written with a key"
+    assert read_segment(log.path(2)) == SegmentRead(
+        {"a": (3, 0), "b 1": (1, 3)}, damage=(), keys={"a": {"k1", "k2"}, "b 1": {"uuid-0f:1"}}
+    )
+
+
+def test_a_newer_epoch_drops_the_keys_read_before_it(directory: Path) -> None:
+    path = write_segment(directory, "w1.visits.1", "home 0 k1\nhome 2 k2\nhome 0 k3\n")
+
+    assert read_segment(path) == SegmentRead({"home": (1, 2)}, damage=(), keys={"home": {"k2"}})
+
+
+def test_a_torn_keyed_line_is_skipped_not_damage(directory: Path) -> None:
+    path = write_segment(directory, "w1.visits.1", "home 0 k1\nhome 0 k")
+
+    assert read_segment(path) == SegmentRead({"home": (1, 0)}, damage=(), keys={"home": {"k1"}})
 
 
 # -- listing, deleting, closing ------------------------------------------------
