@@ -40,13 +40,16 @@ class Runtime:
     prometheus: PrometheusMetrics | None = None  # None: ENABLE_METRICS is false
     bot_filter: BotFilter | None = None  # None: COUNT_BOTS=true
 
-    def count_visit(self, page_id: str, browser_user_agent: str | bytes | None) -> None:
+    def count_visit(
+        self, page_id: str, browser_user_agent: str | bytes | None, key: str | None = None
+    ) -> None:
         """Count one visit, unless a known crawler's browser sent it (then `bots_rejected`).
 
         `browser_user_agent` is the User-Agent of a request a browser sent (it carries
         `Origin` or `Sec-Fetch-Site`: the snippet, the pixel, the badge), else None. A
         server calling the API (curl, requests, httpx...) is counted whatever it calls
         itself: there the User-Agent is the caller's HTTP library, not the visitor's.
+        `key`: the visit's idempotency key, if the client sent one (G10).
         """
         bots = self.bot_filter
         if (
@@ -56,7 +59,7 @@ class Runtime:
         ):
             self.counter.stats.bots_rejected += 1
             return
-        self.counter.record_visit(page_id)
+        self.counter.record_visit(page_id, key)
 
 
 # Image proxies that fetch an image each time a person opens a mail or page (the crawler

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import CounterError, RateLimitedError, error_body
+from app.core.idempotency import idempotency_key
 from app.core.page_id import normalize_page_id
 from app.services.rate_limit import RateLimiter
 
@@ -65,7 +66,8 @@ class FastVisitRoute:
             if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
                 raise RateLimitedError(wait)
             page_id = normalize_page_id(page_id, keep_trailing_slash=self._keep_trailing_slash)
-            scope["state"]["runtime"].count_visit(page_id, browser_user_agent(scope))
+            user_agent, key = _visit_headers(scope)
+            scope["state"]["runtime"].count_visit(page_id, user_agent, idempotency_key(key))
         except CounterError as exc:
             payload = error_body(exc.code, exc.message)
             start = _response_start(exc.status_code, payload, exc.headers)
@@ -99,13 +101,20 @@ def _recorded(page_id: str, timestamp: str) -> bytes:
 def browser_user_agent(scope: Scope) -> bytes | None:
     """The User-Agent of a request a browser sent (with `Origin` or `Sec-Fetch-Site`), else
     None (see `Runtime.count_visit`); an empty one when a browser sent none."""
-    user_agent, from_browser = b"", False
-    for key, value in scope["headers"]:
-        if key == b"user-agent":
+    return _visit_headers(scope)[0]
+
+
+def _visit_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    """`browser_user_agent` and the raw `Idempotency-Key`, in one pass over the headers."""
+    user_agent, from_browser, key = b"", False, None
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
             user_agent = value
-        elif key == b"origin" or key == b"sec-fetch-site":
+        elif name == b"origin" or name == b"sec-fetch-site":
             from_browser = True
-    return bytes(user_agent) if from_browser else None
+        elif name == b"idempotency-key":
+            key = value
+    return (bytes(user_agent) if from_browser else None), key
 
 
 def _client_host(scope: Scope) -> str:

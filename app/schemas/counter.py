@@ -49,6 +49,10 @@ class CounterMetricValues(BaseModel):
         description="Visits from known crawlers (User-Agent), answered 200 and not counted "
         "(0 with COUNT_BOTS=true)."
     )
+    visits_repeated: int = Field(
+        description="Visits repeated with an Idempotency-Key seen before (in this worker's "
+        "buffer, or by the page's node), answered 200 and counted once."
+    )
     visits_stored: int
     batches_stored: int
     batches_failed: int

@@ -1,6 +1,7 @@
 /* visit-counter snippet: <script async src="https://COUNTER/count.js"></script>
    Counts this page once per load (data-page="id" overrides location.pathname), then shows
-   its count in every element with a data-visit-count attribute. */
+   its count in every element with a data-visit-count attribute. Each load sends its own
+   idempotency key, so a beacon or fetch the browser sends again counts once. */
 (function () {
   var me = document.currentScript;
   if (!me) return;
@@ -10,7 +11,9 @@
   var path = location.pathname;
   try { path = decodeURIComponent(path); } catch (malformed) {}
   var page = me.getAttribute("data-page") || path;
-  var url = api + encodeURIComponent(page);
+  var key = window.crypto && crypto.randomUUID ? crypto.randomUUID()
+    : Date.now().toString(36) + Math.random().toString(36).slice(2);
+  var url = api + encodeURIComponent(page) + "?idempotency_key=" + key;
   function run() {
     var shown = document.querySelectorAll("[data-visit-count]");
     if (!shown.length) {
@@ -18,7 +21,7 @@
       fetch(url, { method: "POST", keepalive: true }).catch(function () {});
       return;
     }
-    fetch(url + "?return=count", { method: "POST", keepalive: true })
+    fetch(url + "&return=count", { method: "POST", keepalive: true })
       .then(function (answer) { return answer.json(); })
       .then(function (body) {
         if (typeof body.visits !== "number") return;

@@ -9,7 +9,9 @@ without one it sends a beacon, which needs none.
 from __future__ import annotations
 
 import html
+import time
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -99,15 +101,24 @@ def test_a_page_without_a_count_element_is_counted_once_per_load_by_a_beacon(
         ".map(entry => [entry.initiatorType, entry.name])"
     )
 
+    keys = set()
     for visits in (1, 2, 3):
         browser.get(page_url)
         wait_for_visits(service.url, "quiet.html", visits)
         sent = wait_until(
             browser, lambda driver: driver.execute_script(visit_requests), "the visit request"
         )
-        assert sent == [["beacon", f"{service.url}{API}/visit/%2Fquiet.html"]]
+        [(initiator, url)] = sent
+        visit_url, _, key = url.partition("?idempotency_key=")
+        assert (initiator, visit_url) == ("beacon", f"{service.url}{API}/visit/%2Fquiet.html")
+        keys.add(key)
 
     assert console_errors(browser) == []
+    assert len(keys) == 3, "each load has its own key"
+    with httpx.Client() as client:  # the browser sends the last beacon again
+        assert client.post(url).status_code == 200
+    time.sleep(0.5)  # past the service's flush interval
+    assert visits_of(service.url, "quiet.html") == 3, "a repeated beacon counts once"
 
 
 def test_url_paths_are_counted_under_their_canonical_page_ids(

@@ -102,3 +102,34 @@ def test_a_visit_that_cannot_be_kept_is_a_503_and_not_counted(client: TestClient
     assert response.json()["error"] == "visit_not_kept"
     assert counter.pending_visits() == 0
     assert counter.stats.visits_accepted == 0
+
+
+def test_a_visit_repeated_with_its_key_is_answered_again_and_counted_once(
+    client: TestClient,
+) -> None:
+    answers = [client.post(f"{API}/visit/keyed", headers={"Idempotency-Key": "k1"})]
+    answers.append(client.post(f"{API}/visit/keyed", headers={"Idempotency-Key": "k1"}))
+    answers.append(client.post(f"{API}/visit/keyed?idempotency_key=k1"))  # sendBeacon's form
+    counted = client.post(f"{API}/visit/keyed?idempotency_key=k2&return=count")
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert {answer.json()["page_id"] for answer in answers} == {"keyed"}
+    assert counted.json()["visits"] == 2, "k1 once, and k2"
+    assert client.get(f"{API}/visits/keyed").json()["visits"] == 2
+    metrics = client.get(f"{API}/metrics").json()["metrics"]
+    assert (metrics["visits_accepted"], metrics["visits_repeated"]) == (4, 2)
+    assert "visit_counter_visits_repeated_total 2.0" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 129, ""], ids=["space", "long", "empty"])
+def test_a_bad_key_is_the_same_422_on_both_routes_and_counts_nothing(
+    client: TestClient, key: str
+) -> None:
+    fast = client.post(f"{API}/visit/bad-key", headers={"Idempotency-Key": key})
+    routed = client.post(f"{API}/visit/bad-key", params={"idempotency_key": key})
+
+    assert fast.status_code == routed.status_code == 422
+    assert fast.json() == routed.json()
+    assert fast.json()["error"] == "invalid_parameter"
+    assert "Idempotency-Key must be" in fast.json()["message"]
+    assert client.get(f"{API}/visits/bad-key").json()["visits"] == 0

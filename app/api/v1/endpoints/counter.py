@@ -6,12 +6,13 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
 from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
 from app.api.fast_visit import browser_user_agent
 from app.api.health import overall_health
 from app.core.errors import NodeUnavailableError
+from app.core.idempotency import HEADER, KEY_RULES, QUERY_PARAMETER, idempotency_key
 from app.core.page_id import PAGE_ID_RULES, page_id_schema
 from app.schemas.counter import (
     CounterMetrics,
@@ -42,6 +43,13 @@ PageId = Annotated[
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid page id"},
 }
+_INVALID_VISIT: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid page id or idempotency key"},
+}
+_KEY_DOC = (
+    f"The visit's idempotency key: {KEY_RULES}. A visit repeated with the same key "
+    "within IDEMPOTENCY_WINDOW_SECONDS (24 h) is answered 200 again and counted once."
+)
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The visit or count cannot be served now"}
 }
@@ -65,7 +73,7 @@ _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     "/visit/{page_id:path}",
     response_model=VisitRecorded,
     response_model_exclude_none=True,
-    responses=_INVALID | _RATE_LIMITED | _UNAVAILABLE,
+    responses=_INVALID_VISIT | _RATE_LIMITED | _UNAVAILABLE,
     dependencies=[Depends(limit_visits)],
 )
 async def record_visit(
@@ -76,10 +84,20 @@ async def record_visit(
         Literal["count"] | None,
         Query(alias="return", description="`count`: answer the page's count too"),
     ] = None,
+    key_header: Annotated[str | None, Header(alias=HEADER, description=_KEY_DOC)] = None,
+    key_query: Annotated[
+        str | None,
+        Query(
+            alias=QUERY_PARAMETER,
+            description=f"The same as the {HEADER} header (it wins), for clients that "
+            "cannot set headers (`navigator.sendBeacon`).",
+        ),
+    ] = None,
 ) -> VisitRecorded:
     """Count one visit; stored on the page's node within one flush interval."""
     page_id = page_id_of(request, "visit")
-    runtime.count_visit(page_id, browser_user_agent(request.scope))
+    key = idempotency_key(key_header if key_header is not None else key_query)
+    runtime.count_visit(page_id, browser_user_agent(request.scope), key)
     visits = None
     if return_ == "count":
         with contextlib.suppress(NodeUnavailableError):
@@ -124,6 +142,7 @@ async def get_metrics(runtime: RuntimeDep) -> CounterMetrics:
             pending_visits=counter.pending_visits(),
             visits_accepted=stats.visits_accepted,
             bots_rejected=stats.bots_rejected,
+            visits_repeated=stats.visits_repeated,
             visits_stored=stats.visits_stored,
             batches_stored=stats.batches_stored,
             batches_failed=stats.batches_failed,
