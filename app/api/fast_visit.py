@@ -66,8 +66,9 @@ class FastVisitRoute:
             if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
                 raise RateLimitedError(wait)
             page_id = normalize_page_id(page_id, keep_trailing_slash=self._keep_trailing_slash)
-            user_agent, key = _visit_headers(scope)
-            scope["state"]["runtime"].count_visit(page_id, user_agent, idempotency_key(key))
+            user_agent, raw_key = _visit_headers(scope)
+            key = None if raw_key is None else idempotency_key(raw_key)
+            scope["state"]["runtime"].count_visit(page_id, user_agent, key)
         except CounterError as exc:
             payload = error_body(exc.code, exc.message)
             start = _response_start(exc.status_code, payload, exc.headers)

@@ -23,6 +23,15 @@ KEY_RULES = f"1 to {MAX_KEY_LENGTH} printable ASCII characters, no spaces (a UUI
 _KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 
 
+def key_schema() -> dict[str, object]:
+    """The rules as JSON Schema, for the OpenAPI document (`idempotency_key` enforces them)."""
+    return {
+        "pattern": f"^[!-~]{{1,{MAX_KEY_LENGTH}}}$",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+    }
+
+
 def idempotency_key(raw: str | bytes | None) -> str | None:
     """The key a request carries, or None; InvalidParameterError when it breaks the rules."""
     if raw is None:

@@ -8,7 +8,8 @@ type and headers, a body that matches the response schema, invalid input refused
 and valid input accepted, and auth enforced where it is declared.
 
 Then the exactly-once promise, end to end: per page, the count stored on the nodes
-equals the 2xx POSTs the fuzzer made after that page's last 2xx DELETE. Pages are
+equals the 2xx POSTs the fuzzer made after that page's last 2xx DELETE, a POST whose
+idempotency key the page had seen before (resets keep keys) counting none. Pages are
 keyed by the `page_id` the service echoes, which is the id it counted, whatever the
 HTTP client did to the generated path.
 """
@@ -43,6 +44,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.expected: Counter[str] = Counter()
+        self.keys: set[tuple[str, str]] = set()  # (page, idempotency key) seen
         self.posts = self.resets = 0
 
     def record(self, case: schemathesis.Case, status: int, body: Any) -> None:
@@ -57,11 +59,23 @@ class Ledger:
             return
         page_id = body["page_id"]
         if method == "POST":
-            self.expected[page_id] += 1
             self.posts += 1
+            key = self._idempotency_key(case)
+            if key is not None:
+                if (page_id, key) in self.keys:
+                    return  # a repeat: answered 2xx, counted once
+                self.keys.add((page_id, key))
+            self.expected[page_id] += 1
         elif method == "DELETE":
             self.expected[page_id] = 0
             self.resets += 1
+
+    @staticmethod
+    def _idempotency_key(case: schemathesis.Case) -> str | None:
+        """The visit's key as the service reads it: the header wins over the parameter."""
+        headers = {name.lower(): value for name, value in (case.headers or {}).items()}
+        key = headers.get("idempotency-key", (case.query or {}).get("idempotency_key"))
+        return None if key is None else str(key)
 
     @staticmethod
     def _counted_by_embed(case: schemathesis.Case) -> str | None:

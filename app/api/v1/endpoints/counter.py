@@ -12,7 +12,7 @@ from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
 from app.api.fast_visit import browser_user_agent
 from app.api.health import overall_health
 from app.core.errors import NodeUnavailableError
-from app.core.idempotency import HEADER, KEY_RULES, QUERY_PARAMETER, idempotency_key
+from app.core.idempotency import HEADER, KEY_RULES, QUERY_PARAMETER, idempotency_key, key_schema
 from app.core.page_id import PAGE_ID_RULES, page_id_schema
 from app.schemas.counter import (
     CounterMetrics,
@@ -84,13 +84,16 @@ async def record_visit(
         Literal["count"] | None,
         Query(alias="return", description="`count`: answer the page's count too"),
     ] = None,
-    key_header: Annotated[str | None, Header(alias=HEADER, description=_KEY_DOC)] = None,
+    key_header: Annotated[
+        str | None, Header(alias=HEADER, description=_KEY_DOC, json_schema_extra=key_schema())
+    ] = None,
     key_query: Annotated[
         str | None,
         Query(
             alias=QUERY_PARAMETER,
             description=f"The same as the {HEADER} header (it wins), for clients that "
             "cannot set headers (`navigator.sendBeacon`).",
+            json_schema_extra=key_schema(),
         ),
     ] = None,
 ) -> VisitRecorded:
