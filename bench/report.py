@@ -61,6 +61,10 @@ RATIOS: tuple[tuple[str, Operand, Operand | None, tuple[str, float] | None], ...
     ("Redis commands per 1,000 visits, a", ("cmds", "a"), None, ("<", 2)),
     ("Redis commands per 1,000 visits, b", ("cmds", "b"), None, ("<", 1050)),
     ("Redis commands per visit, b vs f (b/f)", ("cmds", "b"), ("cmds", "f"), None),
+    ("issue 15: throughput a/h (hot POST vs raw ASGI)", ("rps", "a"), ("rps", "h"), (">=", 0.80)),
+    ("issue 15: throughput c/h (GET, cache hit)", ("rps", "c"), ("rps", "h"), (">=", 0.70)),
+    ("issue 15: throughput j/h (POST ?return=count)", ("rps", "j"), ("rps", "h"), (">=", 0.70)),
+    ("issue 15: throughput d/h (GET, cache miss)", ("rps", "d"), ("rps", "h"), (">=", 0.35)),
 )
 
 
@@ -242,7 +246,7 @@ def _render_scenarios(
             f"| {s.commands_per_1k:,.2f} | {s.all_commands_per_1k:,.2f} | {s.rss_mib:.1f} "
             f"| {s.errors} |"
         )
-    lines += ["", "## Ratios and the targets of issue 4", "",
+    lines += ["", "## Ratios and the targets of issues 4 and 15", "",
               "| ratio | value | target | |", "|---|---:|---|---|"]  # fmt: skip
     for ratio in ratios(summaries):
         lines.append(

@@ -1,4 +1,4 @@
-"""The scenarios of issue 4, in the order each run goes through them."""
+"""The scenarios of issues 4 and 15, in the order each run goes through them."""
 
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"`GET {API}/counter/visits/{HOT_PAGE}` on a second server with CACHE_TTL_SECONDS=0",
         NO_CACHE,
         LoadSpec("GET", f"{API}/counter/visits/{HOT_PAGE}"),
+    ),
+    Scenario(
+        "j",
+        "POST visit and read, hot page",
+        f"`POST {API}/counter/visit/{HOT_PAGE}?return=count`: counts, answers the count",
+        MAIN,
+        LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}?return=count"),
+        records_visits=True,
     ),
     Scenario(
         "e",

@@ -1,29 +1,29 @@
-"""`POST <prefix>/counter/visit/{page_id}` served in pure ASGI: the hot path.
+"""The visit routes served in pure ASGI: `POST <prefix>/counter/visit/{page_id}` (the hot
+path) and `GET <prefix>/counter/visits/{page_id}`.
 
-Recording a visit is a dict increment; routing, dependency injection and
-pydantic serialization would cost several times that. This middleware answers
-the visit route itself, with the same page id rules (`normalize_page_id`), the same
-service call and the same JSON body as the FastAPI route in
-`endpoints/counter.py`, which stays registered for the OpenAPI docs and as the
-reference the tests compare against. Every other request goes to FastAPI.
-The request body is never read.
+Recording a visit is a dict increment, and a cached read a dict lookup; routing,
+dependency injection and pydantic serialization would cost several times that.
+This middleware answers both routes itself, with the same validation and the
+same code as their FastAPI twins in `endpoints/counter.py` (`visit_answers.py`),
+which stay registered for the OpenAPI docs and answer whatever this passes on: a
+query string other than `return=count` and `idempotency_key=…`, and every other
+route. The request body is never read.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from datetime import UTC, datetime
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.visit_answers import read_visits, record_visit
 from app.core.errors import CounterError, RateLimitedError, error_body
-from app.core.idempotency import idempotency_key
+from app.core.idempotency import QUERY_PARAMETER, idempotency_key
 from app.core.page_id import normalize_page_id
 from app.services.rate_limit import RateLimiter
 
 _HEADERS = [(b"content-type", b"application/json")]
-_PLAIN_JSON = re.compile(r"[A-Za-z0-9._~:/-]+")  # ids JSON holds as they are
+_KEY_PARAMETER = QUERY_PARAMETER.encode()
 
 
 def _response_start(
@@ -46,57 +46,82 @@ class FastVisitRoute:
     ) -> None:
         self.app = app
         self._visit_path = f"{api_prefix}/counter/visit/"
+        self._visits_path = f"{api_prefix}/counter/visits/"
         self._rate_limiter = rate_limiter
         self._keep_trailing_slash = keep_trailing_slash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not scope["path"].startswith(self._visit_path)
-            or scope["query_string"]  # e.g. ?return=count: the FastAPI route answers
-        ):
-            await self.app(scope, receive, send)
-            return
-        page_id: str = scope["path"][len(self._visit_path) :]
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path.startswith(self._visit_path):
+                query = _visit_query(scope["query_string"])
+                if query is not None:
+                    await self._visit(scope, send, *query)
+                    return
+            elif (
+                method == "GET" and path.startswith(self._visits_path) and not scope["query_string"]
+            ):
+                await self._read(scope, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _visit(self, scope: Scope, send: Send, return_count: bool, key: bytes | None) -> None:
+        raw_page_id: str = scope["path"][len(self._visit_path) :]
         try:
             # Off (the default): this attribute check is all it costs. Checked before the
             # page id, as the FastAPI route's dependency is: invalid ids cost tokens too.
             limiter = self._rate_limiter
             if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
                 raise RateLimitedError(wait)
-            page_id = normalize_page_id(page_id, keep_trailing_slash=self._keep_trailing_slash)
-            user_agent, raw_key = _visit_headers(scope)
-            key = None if raw_key is None else idempotency_key(raw_key)
-            scope["state"]["runtime"].count_visit(page_id, user_agent, key)
+            page_id = normalize_page_id(raw_page_id, keep_trailing_slash=self._keep_trailing_slash)
+            user_agent, header_key = _visit_headers(scope)
+            raw_key = header_key if header_key is not None else key  # the header wins
+            body = await record_visit(
+                scope["state"]["runtime"],
+                page_id,
+                user_agent,
+                None if raw_key is None else idempotency_key(raw_key),
+                return_count=return_count,
+            )
         except CounterError as exc:
-            payload = error_body(exc.code, exc.message)
-            start = _response_start(exc.status_code, payload, exc.headers)
+            await _send_error(send, exc)
+            return
+        await send(_response_start(200, body))
+        await send({"type": "http.response.body", "body": body})
+
+    async def _read(self, scope: Scope, send: Send) -> None:
+        raw_page_id: str = scope["path"][len(self._visits_path) :]
+        try:
+            page_id = normalize_page_id(raw_page_id, keep_trailing_slash=self._keep_trailing_slash)
+            body = await read_visits(scope["state"]["runtime"], page_id)
+        except CounterError as exc:
+            await _send_error(send, exc)
+            return
+        await send(_response_start(200, body))
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: CounterError) -> None:
+    payload = error_body(exc.code, exc.message)
+    await send(_response_start(exc.status_code, payload, exc.headers))
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _visit_query(query_string: bytes) -> tuple[bool, bytes | None] | None:
+    """(`return=count` given, the `idempotency_key` parameter) from a visit's query string,
+    or None when it holds anything else (the FastAPI route answers, or refuses, that)."""
+    if not query_string:
+        return False, None
+    return_count, key = False, None
+    for part in query_string.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name == b"return" and value == b"count" and not return_count:
+            return_count = True
+        elif name == _KEY_PARAMETER and key is None:
+            key = unquote_to_bytes(value.replace(b"+", b" "))
         else:
-            timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            payload = _recorded(page_id, timestamp)
-            start = _response_start(200, payload)
-        await send(start)
-        await send({"type": "http.response.body", "body": payload})
-
-
-def _recorded(page_id: str, timestamp: str) -> bytes:
-    """The route's 200 body; formatted by hand when the id needs no JSON escaping."""
-    if _PLAIN_JSON.fullmatch(page_id):
-        return (
-            f'{{"status":"success","message":"Visit recorded for page {page_id}",'
-            f'"page_id":"{page_id}","timestamp":"{timestamp}"}}'
-        ).encode()
-    return json.dumps(
-        {
-            "status": "success",
-            "message": f"Visit recorded for page {page_id}",
-            "page_id": page_id,
-            "timestamp": timestamp,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+            return None
+    return return_count, key
 
 
 def browser_user_agent(scope: Scope) -> bytes | None:

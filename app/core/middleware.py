@@ -23,8 +23,9 @@ class ProcessTimeMiddleware:
     template (never the raw path: page ids would explode the label set) and
     status: one local bucket increment per request (see
     `PrometheusMetrics.observe_request`). The route is
-    read after the app ran, from `scope["route"]`; the pure-ASGI visit route
-    (`fast_visit.py`) answers before routing, so it is recognised by its path.
+    read after the app ran, from `scope["route"]`; the pure-ASGI visit routes
+    (`fast_visit.py`: POST visit, GET visits) answer before routing, so they are
+    recognised by their paths.
     """
 
     def __init__(self, app: ASGIApp, stats: RequestStats, api_prefix: str = "") -> None:
@@ -33,6 +34,8 @@ class ProcessTimeMiddleware:
         self._api_prefix = api_prefix
         self._visit_prefix = f"{api_prefix}/counter/visit/"
         self._visit_template = self._visit_prefix + "{page_id:path}"
+        self._visits_prefix = f"{api_prefix}/counter/visits/"
+        self._visits_template = self._visits_prefix + "{page_id:path}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,6 +73,9 @@ class ProcessTimeMiddleware:
             if scope["path"].startswith(prefix) and not template.startswith(prefix):
                 return self._api_prefix + template
             return template
-        if scope["method"] == "POST" and scope["path"].startswith(self._visit_prefix):
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path.startswith(self._visit_prefix):
             return self._visit_template
+        if method == "GET" and path.startswith(self._visits_prefix):
+            return self._visits_template
         return UNMATCHED_ROUTE

@@ -133,3 +133,54 @@ def test_a_bad_key_is_the_same_422_on_both_routes_and_counts_nothing(
     assert fast.json()["error"] == "invalid_parameter"
     assert "Idempotency-Key must be" in fast.json()["message"]
     assert client.get(f"{API}/visits/bad-key").json()["visits"] == 0
+
+
+# A query string the fast path does not serve (`via=…`, which FastAPI ignores) sends a
+# request to the FastAPI twin: the two must answer alike.
+
+
+def test_a_read_is_the_same_answer_on_the_fast_path_and_its_fastapi_twin(
+    client: TestClient,
+) -> None:
+    client.post(f"{API}/visit/same")
+    client.get(f"{API}/visits/same")  # a cache miss: fills the cache both reads then use
+
+    fast = client.get(f"{API}/visits/same")
+    routed = client.get(f"{API}/visits/same?via=fastapi")
+
+    assert (fast.status_code, routed.status_code) == (200, 200)
+    assert fast.content == routed.content == b'{"visits":1,"served_via":"in_memory","stale":false}'
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+
+
+def test_a_count_and_read_is_the_same_answer_on_both_paths(client: TestClient) -> None:
+    fast = client.post(f"{API}/visit/blog/caf%C3%A9?return=count&idempotency_key=k1")
+    routed = client.post(f"{API}/visit/blog/caf%C3%A9?return=count&via=fastapi")
+    again = client.post(f"{API}/visit/blog/caf%C3%A9?idempotency_key=k1&return=count")
+
+    bodies = [answer.json() for answer in (fast, routed, again)]
+    assert [list(body) for body in bodies] == [
+        ["status", "message", "page_id", "timestamp", "visits"]
+    ] * 3
+    assert [body["visits"] for body in bodies] == [1, 2, 2], "k1's repeat counted none"
+    assert {body["page_id"] for body in bodies} == {"blog/café"}
+    assert {answer.headers["content-type"] for answer in (fast, routed)} == {"application/json"}
+
+
+@pytest.mark.parametrize("page_id", ["%00", "a/%2E%2E/b", "x" * 513])
+def test_a_bad_read_is_the_same_422_on_both_paths(client: TestClient, page_id: str) -> None:
+    fast = client.get(f"{API}/visits/{page_id}")
+    routed = client.get(f"{API}/visits/{page_id}?via=fastapi")
+
+    assert fast.status_code == routed.status_code == 422
+    assert fast.content == routed.content
+
+
+def test_a_query_the_fast_path_does_not_know_is_left_to_fastapi_to_refuse(
+    client: TestClient,
+) -> None:
+    answer = client.post(f"{API}/visit/page?return=everything")
+
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "invalid_parameter"
+    assert client.get(f"{API}/visits/page").json()["visits"] == 0

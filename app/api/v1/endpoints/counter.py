@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from app.api import visit_answers
 from app.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
 from app.api.fast_visit import browser_user_agent
 from app.api.health import overall_health
-from app.core.errors import NodeUnavailableError
 from app.core.idempotency import HEADER, KEY_RULES, QUERY_PARAMETER, idempotency_key, key_schema
 from app.core.page_id import PAGE_ID_RULES, page_id_schema
 from app.schemas.counter import (
@@ -96,28 +94,23 @@ async def record_visit(
             json_schema_extra=key_schema(),
         ),
     ] = None,
-) -> VisitRecorded:
+) -> Response:
     """Count one visit; stored on the page's node within one flush interval."""
-    page_id = page_id_of(request, "visit")
-    key = idempotency_key(key_header if key_header is not None else key_query)
-    runtime.count_visit(page_id, browser_user_agent(request.scope), key)
-    visits = None
-    if return_ == "count":
-        with contextlib.suppress(NodeUnavailableError):
-            visits = (await runtime.counter.get_visits(page_id)).visits
-    return VisitRecorded(
-        message=f"Visit recorded for page {page_id}",
-        page_id=page_id,
-        timestamp=datetime.now(UTC),
-        visits=visits,
+    body = await visit_answers.record_visit(
+        runtime,
+        page_id_of(request, "visit"),
+        browser_user_agent(request.scope),
+        idempotency_key(key_header if key_header is not None else key_query),
+        return_count=return_ == "count",
     )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/visits/{page_id:path}", response_model=VisitCount, responses=_INVALID | _UNAVAILABLE)
-async def get_visits(page_id: PageId, request: Request, counter: CounterDep) -> VisitCount:
+async def get_visits(page_id: PageId, request: Request, runtime: RuntimeDep) -> Response:
     """Read a page's count: stored plus this worker's pending visits."""
-    count = await counter.get_visits(page_id_of(request, "visits"))
-    return VisitCount(visits=count.visits, served_via=count.served_via, stale=count.stale)
+    body = await visit_answers.read_visits(runtime, page_id_of(request, "visits"))
+    return Response(body, media_type="application/json")
 
 
 @reset_router.delete(
