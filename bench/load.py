@@ -34,6 +34,7 @@ class LoadSpec:
     method: str
     path: str
     pages: int = 0  # > 0: `{page}` is page-0 .. page-(pages-1), drawn uniformly per request
+    body: str = ""  # a JSON body sent with every request (Content-Type: application/json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,12 @@ end
 
 def wrk_script(spec: LoadSpec) -> str:
     """A wrk Lua script for `spec`: fixed method and path, or a random page per request."""
+    if spec.body:
+        return (
+            f'wrk.method = "{spec.method}"\nwrk.path = "{spec.path}"\n'
+            f'wrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = [==[{spec.body}]==]\n{_WRK_DONE}"
+        )
     if spec.pages <= 0:
         return f'wrk.method = "{spec.method}"\nwrk.path = "{spec.path}"\n{_WRK_DONE}'
     prefix, _, suffix = spec.path.partition(PAGE_PLACEHOLDER)
@@ -255,6 +262,7 @@ class PythonLoad(_CommandLoad):
             sys.executable, "-m", "bench.pyload", "--base-url", base_url,
             "--method", spec.method, "--path", spec.path, "--pages", str(spec.pages),
             "--duration", str(duration_s), "--connections", str(connections),
+            "--body", spec.body,
         ]  # fmt: skip
 
 

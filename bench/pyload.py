@@ -44,12 +44,15 @@ async def _connection(
     client: httpx.AsyncClient,
     method: str,
     next_path: Callable[[], str],
+    body: str,
     window: Window,
     tally: Tally,
 ) -> None:
+    headers = {"content-type": "application/json"} if body else None
+    content = body.encode() if body else None
     while (started := time.perf_counter()) < window.deadline:
         try:
-            response = await client.request(method, next_path())
+            response = await client.request(method, next_path(), content=content, headers=headers)
         except httpx.HTTPError:
             tally.socket_errors += 1
             continue
@@ -85,7 +88,10 @@ async def generate(args: argparse.Namespace) -> dict[str, float]:
         window = Window(started + args.duration)
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, window.close)
         await asyncio.gather(
-            *(_connection(client, args.method, next_path, window, tally) for client in clients)
+            *(
+                _connection(client, args.method, next_path, args.body, window, tally)
+                for client in clients
+            )
         )
         elapsed = time.perf_counter() - started
     finally:
@@ -110,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--method", default="GET")
     parser.add_argument("--path", required=True)
     parser.add_argument("--pages", type=int, default=0)
+    parser.add_argument("--body", default="", help="a JSON body sent with every request")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seed", type=int, default=20260101)

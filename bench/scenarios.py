@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from bench.load import LoadSpec
@@ -9,6 +10,9 @@ from bench.load import LoadSpec
 HOT_PAGE = "bench-hot"
 SPREAD_PAGES = 10_000
 API = "/api/v1"  # the harness sets API_PREFIX to this for its servers
+
+INGEST_PAGES = 1000
+INGEST_BODY = json.dumps({f"page-{n}": 1 for n in range(INGEST_PAGES)}, separators=(",", ":"))
 
 # Which server answers: the service, the same with its read cache off, the same with the
 # per-visit log on, the raw ASGI app.
@@ -24,6 +28,7 @@ class Scenario:
     load: LoadSpec
     records_visits: bool = False  # the service buffers visits: wait for the flush before stats
     pause_node: bool = False  # SIGSTOP one node for the whole run (G4: p99 must not move)
+    visits_per_request: int = 1  # batch ingest: the visits one request carries
 
     @property
     def label(self) -> str:
@@ -68,6 +73,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         MAIN,
         LoadSpec("POST", f"{API}/counter/visit/{HOT_PAGE}?return=count"),
         records_visits=True,
+    ),
+    Scenario(
+        "k",
+        "batch ingest, 1,000 pages",
+        f'`POST {API}/counter/visits` with `{{"page-0": 1, …, "page-999": 1}}` (1,000 visits)',
+        MAIN,
+        LoadSpec("POST", f"{API}/counter/visits", body=INGEST_BODY),
+        records_visits=True,
+        visits_per_request=INGEST_PAGES,
     ),
     Scenario(
         "e",

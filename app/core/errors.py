@@ -98,3 +98,27 @@ class MetricsUnavailableError(CounterError):
 
     status_code = 503
     code = "metrics_unavailable"
+
+
+class InvalidBodyError(CounterError):
+    """A request body that is not what the route takes (batch ingest: a JSON object)."""
+
+    status_code = 422
+    code = "invalid_body"
+
+
+class PayloadTooLargeError(CounterError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(CounterError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class RequestTimeoutError(CounterError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"

@@ -38,6 +38,12 @@ class CounterReset(BaseModel):
     page_id: str
 
 
+class VisitsIngested(BaseModel):
+    status: Literal["success"] = "success"
+    pages: int = Field(description="Distinct pages in the request (after page id normalisation).")
+    visits: int = Field(description="Visits in the request, acknowledged (a repeat too).")
+
+
 class CounterMetricValues(BaseModel):
     cache_hits: int
     cache_misses: int

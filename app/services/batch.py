@@ -42,12 +42,30 @@ UNKNOWN_TAG = -1
 EVENTS_CHANNEL = "vc:events"
 IDEMPOTENCY_KEY_PREFIX = "vc:idem:"
 
-# Idempotency keys of visits held in memory: page -> the keys of its keyed visits.
+# Idempotency keys of visits held in memory: page -> the key members of its keyed visits.
 PendingKeys = dict[str, set[str]]
+# A key member is the client's key for one visit, or `<key>\x1f<count>` for `count` visits
+# of the page sent under one key (batch ingest): a key never holds the separator.
+_AMOUNT_SEPARATOR = "\x1f"
 
 
 def page_key(page_id: str) -> str:
     return PAGE_KEY_PREFIX + page_id
+
+
+def key_member(key: str, count: int) -> str:
+    """The member that stands for `count` visits of a page sent under `key`."""
+    return key if count == 1 else f"{key}{_AMOUNT_SEPARATOR}{count}"
+
+
+def key_amount(member: str) -> int:
+    """How many visits a key member stands for."""
+    _, separator, count = member.rpartition(_AMOUNT_SEPARATOR)
+    return int(count) if separator else 1
+
+
+def keyed_visits(members: set[str]) -> int:
+    return sum(key_amount(member) for member in members)
 
 
 def idempotency_set_key(page_id: str) -> str:
@@ -171,9 +189,10 @@ end
 """
 
 # Idempotency keys (G10), shared with the cluster's script. Call with the page's key set,
-# the range of ARGV that holds the keys and the window in ms; returns how many of the keys
-# the set held already (repeats, not to be counted). Scores are the node's own clock (TIME), so keys
-# expire by one clock however many writers send them.
+# the range of ARGV that holds the key members and the window in ms; returns the visits
+# of the members the set held already (repeats, not to be counted; see `key_amount`).
+# Scores are the node's own clock (TIME), so keys expire by one clock however many
+# writers send them.
 IDEMPOTENCY_LUA = """
 local function record_keys(set, first, last, window)
   local time = redis.call('TIME')
@@ -182,7 +201,7 @@ local function record_keys(set, first, last, window)
   local seen = 0
   for k = first, last do
     if redis.call('ZSCORE', set, ARGV[k]) then
-      seen = seen + 1
+      seen = seen + (tonumber(string.match(ARGV[k], '\\031(%d+)$')) or 1)
     else
       redis.call('ZADD', set, now, ARGV[k])
     end

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from app.services.batch import Batch, PendingKeys
+from app.services.batch import Batch, PendingKeys, keyed_visits
 
 # Seals queued increments (and their idempotency keys) into the next batch.
 Seal = Callable[[dict[str, int], PendingKeys], Batch]
@@ -67,7 +67,7 @@ class NodeOutbox:
             if held is None:
                 self.queued_keys[page_id] = set(page_keys)
                 continue
-            queued[page_id] -= len(held & page_keys)
+            queued[page_id] -= keyed_visits(held & page_keys)
             held |= page_keys
 
     def forget(self, page_id: str) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError, VisitNotKeptError
-from app.services.batch import UNKNOWN_TAG, PendingKeys
+from app.services.batch import UNKNOWN_TAG, PendingKeys, key_member, keyed_visits
 from app.services.cache import StoredCountCache
 from app.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from app.services.fencing import ResetFencing
@@ -150,7 +150,7 @@ class VisitCounter:
             pending[page_id] = pending.get(page_id, 0) + count
         for page_id, page_keys in keys.items():
             held = self.pending_keys.setdefault(page_id, set())
-            pending[page_id] -= len(held & page_keys)
+            pending[page_id] -= keyed_visits(held & page_keys)
             held |= page_keys
 
     # -- lifecycle -------------------------------------------------------------
@@ -264,6 +264,61 @@ class VisitCounter:
         self.stats.visits_accepted += 1
         if len(pending) >= self._settings.batch_size_limit:
             self._shipper.wake()
+
+    def record_visits(self, increments: Mapping[str, int], key: str | None = None) -> int:
+        """Count several pages' visits at once (batch ingest): all of them, or none.
+
+        `key`: the request's idempotency key; for each page it stands for that page's
+        count (`key_member`), so a repeated request adds nothing, page by page.
+        Returns the visits that were not repeats this buffer recognised. Raises
+        VisitNotKeptError, before anything is counted, when any page's node cannot
+        take visits now, or the visit log cannot be written.
+        """
+        if self._refusing:
+            owner = self.ring.owner
+            if any(owner(page_id) in self._refusing for page_id in increments):
+                raise VisitNotKeptError("cannot keep visits for these pages now; retry later")
+        members: dict[str, str] = {}
+        new: Mapping[str, int] = increments
+        if key is not None:
+            held = self.pending_keys
+            for page_id, count in increments.items():
+                member = key_member(key, count)
+                page_keys = held.get(page_id)
+                if page_keys is None or member not in page_keys:
+                    members[page_id] = member
+            new = {page_id: increments[page_id] for page_id in members}
+        total = sum(increments.values())
+        if self.visit_log is not None and new:
+            self._log_visits(new, key)
+        pending = self.pending
+        for page_id, count in new.items():
+            pending[page_id] = pending.get(page_id, 0) + count
+        for page_id, member in members.items():
+            self.pending_keys.setdefault(page_id, set()).add(member)
+        added = sum(new.values())
+        self.stats.visits_accepted += total
+        self.stats.visits_repeated += total - added
+        if len(pending) >= self._settings.batch_size_limit:
+            self._shipper.wake()
+        return added
+
+    def _log_visits(self, increments: Mapping[str, int], key: str | None) -> None:
+        assert self.visit_log is not None
+        if self._shipper.visit_log_failed:
+            raise VisitNotKeptError("the visit log cannot be written; retry later")
+        owner, tag_of = self.ring.owner, self._fencing.tag
+        records = []
+        for page_id, count in increments.items():
+            tag = tag_of(page_id, owner(page_id))
+            if tag == UNKNOWN_TAG:
+                self._shipper.unknown_tags_logged = True
+            records.append((page_id, tag, count, key))
+        try:
+            self.visit_log.append_many(records)
+        except OSError as exc:
+            logger.error("visit log write failed; refusing visits: %s", exc)
+            raise VisitNotKeptError("the visit log cannot be written; retry later") from exc
 
     def _log_visit(self, page_id: str, key: str | None) -> None:
         assert self.visit_log is not None

@@ -3,7 +3,10 @@
 Each visit appends one line (`<page>`, or `<page> <tag>` when its tag, see
 `batch.py`, is not 0, or `<page> <tag> <idempotency key>` for a keyed visit; in
 `<page>`, `%` and space are written `%25` and `%20`, so the line splits one way
-only, and a key holds neither space nor control bytes) to the current segment with a single O_APPEND
+only, and a key holds neither space nor control bytes). Several visits of one
+page sent together (batch ingest) are one line `%n <count> <page> <tag>[ <key>]`:
+no page line starts with `%n`, as a written page's `%` is always `%25` or `%20`.
+A batch request's lines go out in one write(). to the current segment with a single O_APPEND
 `write()`, before the 200 goes out. There is no fsync: the line survives the
 process dying in any way (`kill -9` included), because it is in the kernel's page
 cache, but not a crash of the machine itself within the kernel's writeback delay
@@ -37,7 +40,7 @@ from pathlib import Path
 from app.core.errors import InvalidPageIdError
 from app.core.idempotency import MAX_KEY_LENGTH
 from app.core.page_id import MAX_PAGE_ID_LENGTH, validate_page_id
-from app.services.batch import PendingKeys
+from app.services.batch import PendingKeys, key_member
 from app.services.quarantine import DamagedLine
 
 logger = logging.getLogger(__name__)
@@ -47,12 +50,20 @@ SegmentCounts = dict[str, tuple[int, int]]  # page -> (visits, epoch)
 # A page id as written (no control byte, no space: see `_escape`); at most 4 bytes per character.
 _PAGE = rf"[^\x00-\x20\x7f]{{1,{4 * MAX_PAGE_ID_LENGTH}}}"
 _ESCAPED = re.compile(r"%(25|20)")
+_BARE_PERCENT = re.compile(rb"%(?!25|20)")  # never written: every `%` of a page is escaped
 # The tag is an epoch, or -1 (UNKNOWN_TAG: logged before the node's reset count was read).
 _KEY = rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}"
 _VISIT_LINE = re.compile(rf"({_PAGE})(?: (-1|[0-9]{{1,19}})(?: ({_KEY}))?)?\n".encode())
+_VISITS_LINE = re.compile(
+    rf"%n ([1-9][0-9]{{0,9}}) ({_PAGE}) (-1|[0-9]{{1,19}})(?: ({_KEY}))?\n".encode()
+)
 # What a write() of a visit line cut short can leave: a prefix of a visit line.
 _TORN_VISIT = re.compile(
     rf"{_PAGE}(?: -?[0-9]{{0,19}}(?: [\x21-\x7e]{{0,{MAX_KEY_LENGTH}}})?)?".encode()
+)
+_TORN_VISITS = re.compile(
+    rf"%n(?: [0-9]{{0,10}}(?: {_PAGE}(?: -?[0-9]{{0,19}}"
+    rf"(?: [\x21-\x7e]{{0,{MAX_KEY_LENGTH}}})?)?)?)?".encode()
 )
 
 
@@ -89,6 +100,22 @@ class VisitLog:
             data = f"{page} {epoch} {key}\n".encode()
         else:
             data = (f"{page} {epoch}\n" if epoch else f"{page}\n").encode()
+        written = os.write(self._fd, data)
+        if written != len(data):
+            self._cut(written)
+
+    def append_many(self, records: list[tuple[str, int, int, str | None]]) -> None:
+        """(page, epoch, count, key) records in one write(), so a request's visits reach the
+        log together; raises OSError if the kernel does not take all of it."""
+        assert self._fd is not None, "visit log is not open"
+        lines = []
+        for page_id, epoch, count, key in records:
+            page, suffix = _escape(page_id), "" if key is None else f" {key}"
+            if count == 1:
+                lines.append(f"{page} {epoch}{suffix}\n")
+            else:
+                lines.append(f"%n {count} {page} {epoch}{suffix}\n")
+        data = "".join(lines).encode()
         written = os.write(self._fd, data)
         if written != len(data):
             self._cut(written)
@@ -181,32 +208,37 @@ def read_segment(path: Path) -> SegmentRead:
         for raw in handle:
             line_offset, offset = offset, offset + len(raw)
             visit = _VISIT_LINE.fullmatch(raw)
-            if visit is None:
+            if visit is not None:
+                count, page, tag, key = 1, visit.group(1), visit.group(2), visit.group(3)
+            elif (visits_line := _VISITS_LINE.fullmatch(raw)) is not None:
+                count = int(visits_line.group(1))
+                page, tag, key = visits_line.group(2, 3, 4)
+            else:
                 torn = not raw.endswith(b"\n")
-                if torn and _TORN_VISIT.fullmatch(raw):
+                if torn and (_TORN_VISIT.fullmatch(raw) or _TORN_VISITS.fullmatch(raw)):
                     continue  # a visit line cut short: its visit was never acknowledged
                 damage.append(
                     DamagedLine(line_offset, len(raw), torn, "unreadable visit line", visits=None)
                 )
                 continue
-            page_id = _page_of(visit.group(1))
+            page_id = _page_of(page)
             if page_id is None:
                 damage.append(DamagedLine(line_offset, len(raw), False, "not a page id", None))
                 continue
-            epoch = int(visit.group(2) or 0)
+            epoch = int(tag or 0)
             visits, known_epoch = counts.get(page_id, (0, epoch))
             if epoch > known_epoch:
                 visits, known_epoch = 0, epoch
                 keys.pop(page_id, None)
             elif epoch < known_epoch:
                 continue  # counted before a reset this writer had seen: fenced anyway
-            if visit.group(3) is not None:
-                key = visit.group(3).decode()
+            if key is not None:
+                member = key_member(key.decode(), count)
                 page_keys = keys.setdefault(page_id, set())
-                if key in page_keys:
-                    continue  # a repeat: one visit
-                page_keys.add(key)
-            counts[page_id] = (visits + 1, known_epoch)
+                if member in page_keys:
+                    continue  # a repeat: counted once
+                page_keys.add(member)
+            counts[page_id] = (visits + count, known_epoch)
     return SegmentRead(counts, tuple(damage), keys)
 
 
@@ -219,6 +251,8 @@ def _escape(page_id: str) -> str:
 
 def _page_of(written: bytes) -> str | None:
     """The page id a line holds, or None when the bytes are not one (damage)."""
+    if _BARE_PERCENT.search(written):
+        return None
     try:
         page_id = _ESCAPED.sub(lambda match: chr(int(match[1], 16)), written.decode())
         return validate_page_id(page_id)

@@ -26,7 +26,7 @@ leaves in place (it expires by itself), so a mover killed between the steps
 finds it again; RECEIVE adds the keys the target lacks, with their scores. A
 key the target holds with another score is a visit retried after the switch:
 the source counted its first copy and the target the retry, so RECEIVE adds
-one visit fewer per such key. The same key with the same score is a copy from
+that key's visits once fewer. The same key with the same score is a copy from
 an earlier move (the page moved back), not a repeat.
 """
 
@@ -124,7 +124,7 @@ while i <= #ARGV do
       if not here then
         redis.call('ZADD', set, ARGV[k + 1], ARGV[k])
       elseif tonumber(here) ~= tonumber(ARGV[k + 1]) then
-        repeats = repeats + 1
+        repeats = repeats + (tonumber(string.match(ARGV[k], '\\031(%d+)$')) or 1)
       end
     end
     if redis.call('PTTL', set) < window then

@@ -29,6 +29,7 @@ from schemathesis import GenerationMode
 
 from app.core.embedded_nodes import RedisNodeProcess
 from app.core.page_id import normalize_page_id
+from app.services.batch import key_member
 from tests.conftest import ServiceFactory
 from tests.support.load import stored_counts
 
@@ -44,7 +45,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.expected: Counter[str] = Counter()
-        self.keys: set[tuple[str, str]] = set()  # (page, idempotency key) seen
+        self.keys: set[tuple[str, str]] = set()  # (page, idempotency key member) seen
         self.posts = self.resets = 0
 
     def record(self, case: schemathesis.Case, status: int, body: Any) -> None:
@@ -55,6 +56,9 @@ class Ledger:
         if counted is not None:
             self.expected[counted] += 1
             return
+        if method == "POST" and case.path.endswith("/counter/visits"):
+            self._ingested(case)
+            return
         if not isinstance(body, dict) or "page_id" not in body:
             return
         page_id = body["page_id"]
@@ -62,13 +66,28 @@ class Ledger:
             self.posts += 1
             key = self._idempotency_key(case)
             if key is not None:
-                if (page_id, key) in self.keys:
+                if (page_id, key_member(key, 1)) in self.keys:
                     return  # a repeat: answered 2xx, counted once
-                self.keys.add((page_id, key))
+                self.keys.add((page_id, key_member(key, 1)))
             self.expected[page_id] += 1
         elif method == "DELETE":
             self.expected[page_id] = 0
             self.resets += 1
+
+    def _ingested(self, case: schemathesis.Case) -> None:
+        """A batch the service took: each page's count, once per (page, key, count)."""
+        key = self._idempotency_key(case)
+        self.posts += 1
+        merged: Counter[str] = Counter()
+        for raw, count in case.body.items():
+            merged[normalize_page_id(raw)] += count
+        for page_id, count in merged.items():
+            if key is not None:
+                member = (page_id, key_member(key, count))
+                if member in self.keys:
+                    continue
+                self.keys.add(member)
+            self.expected[page_id] += count
 
     @staticmethod
     def _idempotency_key(case: schemathesis.Case) -> str | None:

@@ -1,4 +1,5 @@
-"""G10 end to end: clients retry visits whose replies a proxy dropped; each counts once."""
+"""G10 end to end: clients retry visits and batches whose replies a proxy dropped; each
+counts once."""
 
 from __future__ import annotations
 
@@ -79,3 +80,58 @@ async def test_visits_retried_through_a_proxy_that_drops_replies_count_once(
     async with httpx.AsyncClient(base_url=service.url) as direct:
         answers = [await direct.get(f"{API}/visits/{page}") for page in ("home", "caf%C3%A9")]
     assert [answer.json()["visits"] for answer in answers] == [30, 30]
+
+
+async def test_batches_retried_through_a_proxy_that_drops_replies_count_once(
+    redis_nodes: list[RedisNodeProcess], service_factory: ServiceFactory
+) -> None:
+    service = service_factory(redis_nodes, workers=2, batch_interval_seconds=0.2)
+    sent: Counter[bytes] = Counter()
+
+    def drop(request: bytes) -> bool:
+        """The replies to a request's first two attempts are lost."""
+        match = re.search(rb"batch-[0-9]+", request)
+        assert match is not None
+        sent[match[0]] += 1
+        return sent[match[0]] <= 2
+
+    proxy = ReplyDroppingProxy(service.port, drop)
+    await proxy.start()
+    pages = [f"page-{n}" for n in range(300)]
+    batches = [{page: n + 1 for page in pages[n::10]} for n in range(10)]
+    expected = Counter({page: n + 1 for n in range(10) for page in pages[n::10]})
+    try:
+        async with httpx.AsyncClient(
+            base_url=proxy.url,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            headers={"Connection": "close"},
+        ) as client:
+
+            async def send(number: int, body: dict[str, int]) -> int:
+                for attempt in range(1, ATTEMPTS + 1):
+                    try:
+                        answer = await client.post(
+                            f"{API}/visits",
+                            json=body,
+                            headers={"Idempotency-Key": f"batch-{number}"},
+                        )
+                    except httpx.TransportError:
+                        continue
+                    assert answer.json() == {
+                        "status": "success",
+                        "pages": len(body),
+                        "visits": sum(body.values()),
+                    }
+                    return attempt
+                raise AssertionError(f"batch {number}: no reply in {ATTEMPTS} attempts")
+
+            attempts = await asyncio.gather(*(send(*item) for item in enumerate(batches)))
+    finally:
+        await proxy.aclose()
+
+    assert attempts == [3] * len(batches), "each batch reached the service three times"
+    for _ in range(50):
+        if stored_counts(redis_nodes, pages) == expected:
+            break
+        await asyncio.sleep(0.1)
+    assert stored_counts(redis_nodes, pages) == expected

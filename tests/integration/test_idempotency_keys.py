@@ -221,15 +221,26 @@ def test_receive_adds_one_visit_fewer_per_key_both_nodes_counted(
     transfer reached the page: the key is on both, with different scores."""
     old, new = node_factory(2)
     with redis.Redis(port=old.port) as source, redis.Redis(port=new.port) as target:
-        source.set(page_key("home"), 5)
-        source.zadd(idempotency_set_key("home"), {"a": 1000, "b": 1001, "moved-back": 900})
-        target.set(page_key("home"), 2)  # the retry of b, and a visit keyed c
-        target.zadd(idempotency_set_key("home"), {"b": 2000, "c": 2001, "moved-back": 900})
+        batch = "req\x1f4"  # a batch request's 4 visits of the page under key "req"
+        source.set(page_key("home"), 9)
+        source.zadd(
+            idempotency_set_key("home"), {"a": 1000, "b": 1001, batch: 1002, "moved-back": 900}
+        )
+        target.set(page_key("home"), 6)  # the retries of b and of the batch, a visit keyed c
+        target.zadd(
+            idempotency_set_key("home"), {"b": 2000, batch: 2001, "c": 2002, "moved-back": 900}
+        )
 
-        assert take_and_receive(source, target, "home", 60_000) == 4, "5 taken, b counted twice"
-        assert int(target.get(page_key("home"))) == 6, "a, b, c and 3 unkeyed: 5 + 2 - 1"
+        assert take_and_receive(source, target, "home", 60_000) == 4, "9 taken, 5 counted twice"
+        assert int(target.get(page_key("home"))) == 10, "a, b, c, the batch's 4 and 3 unkeyed"
         assert take_and_receive(source, target, "home", 60_000) == 0, "a rerun adds nothing"
-        assert int(target.get(page_key("home"))) == 6
+        assert int(target.get(page_key("home"))) == 10
         held = dict(target.zrange(idempotency_set_key("home"), 0, -1, withscores=True))
-        assert held == {b"a": 1000, b"b": 2000, b"c": 2001, b"moved-back": 900}
+        assert held == {
+            b"a": 1000,
+            b"b": 2000,
+            batch.encode(): 2001,
+            b"c": 2002,
+            b"moved-back": 900,
+        }
         assert 0 < target.pttl(idempotency_set_key("home")) <= 60_000

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 class ReplyDroppingProxy:
     def __init__(self, target_port: int, drop: Callable[[bytes], bool]) -> None:
-        """`drop(request)`: whether the reply to this request (line and headers) is dropped."""
+        """`drop(request)`: whether the reply to this request (head and body) is dropped."""
         self.target_port = target_port
         self._drop = drop
         self.port = 0
@@ -40,7 +40,10 @@ class ReplyDroppingProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            request = await reader.readuntil(b"\r\n\r\n")  # visits carry no body
+            request = await reader.readuntil(b"\r\n\r\n")
+            length = _content_length(request)
+            if length:
+                request += await reader.readexactly(length)
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             up_writer.write(request)
             await up_writer.drain()
@@ -57,3 +60,11 @@ class ReplyDroppingProxy:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0

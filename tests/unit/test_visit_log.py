@@ -269,6 +269,39 @@ def test_a_torn_keyed_line_is_skipped_not_damage(directory: Path) -> None:
     assert read_segment(path) == SegmentRead({"home": (1, 0)}, damage=(), keys={"home": {"k1"}})
 
 
+def test_a_batch_of_visits_is_one_write_of_lines_that_read_back_with_their_counts(
+    log: VisitLog,
+) -> None:
+    log.open(5)
+    log.append_many([("home", 0, 7, None), ("100% sure", 2, 1, None), ("blog", 0, 3, "req-1")])
+    log.append_many([("blog", 0, 3, "req-1"), ("home", 0, 1, "k")])  # the request again
+
+    lines = log.path(5).read_text().splitlines()
+    assert lines[:3] == ["%n 7 home 0", "100%25%20sure 2", "%n 3 blog 0 req-1"]
+    assert read_segment(log.path(5)) == SegmentRead(
+        {"home": (8, 0), "100% sure": (1, 2), "blog": (3, 0)},
+        damage=(),
+        keys={"blog": {"req-1\x1f3"}, "home": {"k"}},
+    )
+
+
+@pytest.mark.parametrize("torn", ["%n", "%n 1", "%n 12 ho", "%n 12 home 0 re"])
+def test_a_torn_batch_line_is_skipped_not_damage(directory: Path, torn: str) -> None:
+    path = write_segment(directory, "w1.visits.1", f"%n 2 home 0\n{torn}")
+
+    assert read_segment(path) == clean({"home": (2, 0)})
+
+
+@pytest.mark.parametrize("bad", [b"%n 0 home 0\n", b"%n x home 0\n", b"%n 3 home\n"])
+def test_a_malformed_batch_line_is_damage(directory: Path, bad: bytes) -> None:
+    path = write_segment(directory, "w1.visits.1")
+    path.write_bytes(b"home\n" + bad)
+
+    read = read_segment(path)
+    assert read.counts == {"home": (1, 0)}
+    assert [line.offset for line in read.damage] == [5]
+
+
 # -- listing, deleting, closing ------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from app.api.deps import admin_only
-from app.api.v1.endpoints import counter, embed
+from app.api.v1.endpoints import counter, embed, ingest
 from app.core.config import Settings
 
 
@@ -12,6 +12,7 @@ def build_api_router(settings: Settings) -> APIRouter:
     api_router.include_router(counter.router)
     api_router.include_router(embed.router)
     api_router.include_router(counter.reset_router, **admin_only(settings))
+    api_router.include_router(ingest.router, **admin_only(settings))
     if settings.enable_metrics:
         api_router.include_router(counter.metrics_router, **admin_only(settings))
     return api_router
