@@ -265,6 +265,16 @@ def _render_scenarios(
                   f" process, after the scenarios, {flush['repeats']:.0f} repeats): median"
                   f" {flush['median']:.1f} ms, max {flush['max']:.1f} ms; target < 100 ms:"
                   f" {verdict}."]  # fmt: skip
+    scale = context.get("scale")
+    if scale:
+        rss = scale["rss_with_pending_mib"]
+        lines += ["", f"Scale (issue 15, `bench/scale.py`, a process of its own): RSS with"
+                  f" {scale['pending_pages']:,} distinct pages pending {rss:,.0f} MiB (before"
+                  f" them {scale['rss_before_mib']:,.0f} MiB; target <= 200 MB:"
+                  f" {_verdict(rss * 1.048576 <= 200)}); one flush of"
+                  f" {scale['flush_pages']:,} distinct pages to the 3 nodes"
+                  f" {scale['flush_ms']:,.0f} ms (target < 1 s:"
+                  f" {_verdict(scale['flush_ms'] < 1000)})."]  # fmt: skip
     if chart_name:
         lines += ["", f"![throughput and p99 per scenario]({chart_name})"]
     lines += ["", "## Redis commands per 1,000 requests, by command", "",

@@ -46,6 +46,7 @@ from bench.move import describe as describe_move
 from bench.processes import REPO_ROOT, NodeSet, ServerProcess, pin_self_to_load_cpu
 from bench.report import write_outputs
 from bench.results import SECTIONS, BenchConfig, Measurement
+from bench.scale import FLUSH_PAGES, PENDING_PAGES, measure_scale
 from bench.scenarios import JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS
 from bench.service import service_env
 from bench.session import Session
@@ -78,7 +79,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run_scenarios(
     config: BenchConfig, root: Path, load: LoadGenerator
 ) -> tuple[list[Measurement], dict[str, Any]]:
-    """The scenarios on three nodes and four servers, then the 10,000-page flush."""
+    """The scenarios on three nodes and four servers, then the 10,000-page flush and the
+    scale figures (bench/scale.py)."""
     nodes = NodeSet(root / "nodes")
     servers: dict[str, ServerProcess] = {}
     try:
@@ -95,6 +97,8 @@ def run_scenarios(
         for server in servers.values():
             server.stop()
         flush_ms = measure_flush_ms(nodes.urls, root / "data-flush")
+        sizes = (10_000, 1_000) if config.smoke else (PENDING_PAGES, FLUSH_PAGES)
+        scale = measure_scale(nodes.urls, root / "data-scale", *sizes)
     finally:
         for server in servers.values():  # before the nodes: the final flush reaches them
             try:
@@ -104,6 +108,7 @@ def run_scenarios(
         nodes.stop()
     context = {
         "flush_10k_ms": flush_ms,
+        "scale": scale,
         "server_commands": {name: shlex.join(server.command()) for name, server in servers.items()},
     }
     return measurements, context

@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     max_pending_pages_per_node: int = Field(
         default=100_000,
         ge=1,
-        description="Distinct pages held in memory for one unreachable node before the journal.",
+        description="Distinct pages (and idempotency keys) held in memory for one node, "
+        "unreachable or behind its flushes, before the rest goes to the journal.",
     )
     shutdown_flush_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     journal_visits: bool = Field(

@@ -50,6 +50,15 @@ class NodeOutbox:
         return inflight + sum(len(b.increments) for b in self.sealed) + len(self.queued)
 
     @property
+    def entries_in_memory(self) -> int:
+        """Pages, plus the idempotency key members riding with them: what the memory cap
+        (MAX_PENDING_PAGES_PER_NODE) counts, so one page's many keys are bounded too."""
+        batches = [*self.sealed, *([self.inflight] if self.inflight is not None else [])]
+        keys = sum(len(members) for batch in batches for members in batch.keys.values())
+        keys += sum(len(members) for members in self.queued_keys.values())
+        return self.pages_in_memory + keys
+
+    @property
     def visits_in_memory(self) -> int:
         inflight = self.inflight.visits if self.inflight is not None else 0
         return inflight + sum(b.visits for b in self.sealed) + sum(self.queued.values())

@@ -156,11 +156,14 @@ class Shipper:
                 keys_by_owner.setdefault(owner, {})[page_id] = page_keys
         for name, increments in by_owner.items():
             self.outboxes[name].add(increments, keys_by_owner.get(name))
-        # With the visit log on, a down node's increments go to the journal at once,
-        # so the log's segments can be deleted; without it, only past the cap.
-        cap = 1 if self._visit_log is not None else self._settings.max_pending_pages_per_node
+        # Over the cap, a node's increments go to the journal, down or not (a slow node
+        # must not grow memory without bound either). With the visit log on, a down
+        # node's go at once, so the log's segments can be deleted.
+        cap = self._settings.max_pending_pages_per_node
+        down_cap = 1 if self._visit_log is not None else cap
         for name, outbox in self.outboxes.items():
-            if outbox.pages_in_memory >= cap and not self._manager.is_healthy(name):
+            held = outbox.entries_in_memory
+            if held > cap or (held >= down_cap and not self._manager.is_healthy(name)):
                 self._spill(name, outbox)
             self._note_coverage(name, outbox)
 
@@ -214,17 +217,21 @@ class Shipper:
             self._visit_log.delete_through(min(self._covered.values()))
 
     def _spill(self, name: str, outbox: NodeOutbox) -> None:
-        """Move what an unreachable node's outbox holds in memory to the journal."""
+        """Move what an unreachable or lagging node's outbox holds in memory to the journal
+        (all but a batch being sent right now)."""
         pages = visits = 0
         try:
             inflight = outbox.inflight
-            if inflight is not None and outbox.inflight_offset is None and self._draining(name):
-                return  # being sent right now; spill after the attempt
+            # Being sent right now: it stays in memory until the attempt ends; the rest is
+            # newer and may go to disk behind it.
+            sending = (
+                inflight is not None and outbox.inflight_offset is None and self._draining(name)
+            )
             while outbox.sealed:  # older than what is spilled already: to the front, in order
                 sealed = outbox.sealed.pop()
                 outbox.spilled.appendleft(self._journal.append(sealed))
                 pages, visits = pages + len(sealed.increments), visits + sealed.visits
-            if inflight is not None and outbox.inflight_offset is None:
+            if inflight is not None and outbox.inflight_offset is None and not sending:
                 outbox.inflight_written_to(self._journal.append(inflight))
                 pages, visits = pages + len(inflight.increments), visits + inflight.visits
             batch = outbox.seal_queued(self._seal_for(name))
@@ -243,10 +250,16 @@ class Shipper:
                 logger.error("journal failed; refusing visits for pages on %s: %s", name, exc)
             self.refusing.add(name)
             return
-        self._stats.batches_journaled += 1
         self.refusing.discard(name)
+        if not pages:
+            return  # only a batch being sent was held: it stays until its attempt ends
+        self._stats.batches_journaled += 1
         logger.warning(
-            "node %s unreachable: %d pages (%d visits) moved to the journal", name, pages, visits
+            "node %s %s: %d pages (%d visits) moved to the journal",
+            name,
+            "unreachable" if not self._manager.is_healthy(name) else "behind its flushes",
+            pages,
+            visits,
         )
 
     # -- the drains ------------------------------------------------------------
@@ -304,7 +317,7 @@ class Shipper:
                 batch = outbox.inflight = batch.with_floor(floor)
             if not await self._send(name, outbox, batch):
                 return
-        if outbox.pages_in_memory < self._settings.max_pending_pages_per_node:
+        if outbox.entries_in_memory < self._settings.max_pending_pages_per_node:
             self.refusing.discard(name)
         self._note_coverage(name, outbox)
 

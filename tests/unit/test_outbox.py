@@ -102,6 +102,8 @@ def test_a_key_queued_twice_is_one_visit_and_rides_in_the_sealed_batch() -> None
     assert batch.increments == {"a": (4, 0), "b": (1, 0)}
     assert batch.keys == {"a": ("k1", "k2", "k3"), "b": ("k1",)}
     assert (outbox.queued, outbox.queued_keys) == ({}, {})
+    outbox.add({"c": 2}, {"c": {"k9"}})
+    assert (outbox.pages_in_memory, outbox.entries_in_memory) == (3, 8), "3 pages and 5 keys"
 
 
 def test_forget_drops_a_pages_queued_visits_and_keys() -> None:
