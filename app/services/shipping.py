@@ -158,13 +158,18 @@ class Shipper:
             self.outboxes[name].add(increments, keys_by_owner.get(name))
         # Over the cap, a node's increments go to the journal, down or not (a slow node
         # must not grow memory without bound either). With the visit log on, a down
-        # node's go at once, so the log's segments can be deleted.
+        # node's go at once, so the log's segments can be deleted. A node that answers
+        # never needs the disk: while the journal cannot be written, its queue stays.
         cap = self._settings.max_pending_pages_per_node
         down_cap = 1 if self._visit_log is not None else cap
+        journal_writable = self._journal.writable
         for name, outbox in self.outboxes.items():
             held = outbox.entries_in_memory
-            if held > cap or (held >= down_cap and not self._manager.is_healthy(name)):
-                self._spill(name, outbox)
+            if not self._manager.is_healthy(name):
+                if held >= down_cap:
+                    self._spill(name, outbox, refuse_on_failure=True)
+            elif held > cap and journal_writable:
+                self._spill(name, outbox, refuse_on_failure=False)
             self._note_coverage(name, outbox)
 
     def seal_for_ring_change(self, old: Topology) -> None:
@@ -216,9 +221,11 @@ class Shipper:
         if self._visit_log is not None:
             self._visit_log.delete_through(min(self._covered.values()))
 
-    def _spill(self, name: str, outbox: NodeOutbox) -> None:
+    def _spill(self, name: str, outbox: NodeOutbox, *, refuse_on_failure: bool) -> None:
         """Move what an unreachable or lagging node's outbox holds in memory to the journal
-        (all but a batch being sent right now)."""
+        (all but a batch being sent right now). When the journal fails, an unreachable
+        node's visits are refused from then on (`refuse_on_failure`); a lagging one's stay
+        in memory."""
         pages = visits = 0
         try:
             inflight = outbox.inflight
@@ -228,8 +235,9 @@ class Shipper:
                 inflight is not None and outbox.inflight_offset is None and self._draining(name)
             )
             while outbox.sealed:  # older than what is spilled already: to the front, in order
-                sealed = outbox.sealed.pop()
+                sealed = outbox.sealed[-1]
                 outbox.spilled.appendleft(self._journal.append(sealed))
+                outbox.sealed.pop()  # only once it is on disk
                 pages, visits = pages + len(sealed.increments), visits + sealed.visits
             if inflight is not None and outbox.inflight_offset is None and not sending:
                 outbox.inflight_written_to(self._journal.append(inflight))
@@ -246,6 +254,9 @@ class Shipper:
                     raise
                 pages, visits = pages + len(batch.increments), visits + batch.visits
         except JournalError as exc:
+            if not refuse_on_failure:
+                logger.error("journal failed; %s's queue stays in memory: %s", name, exc)
+                return
             if name not in self.refusing:
                 logger.error("journal failed; refusing visits for pages on %s: %s", name, exc)
             self.refusing.add(name)
