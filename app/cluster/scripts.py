@@ -41,16 +41,7 @@ local pages = {}
 for i = 1, count do
   pages[i] = ARGV[3 * i + 2]
 end
-local repeats = {}
-local repeated = 0
-local at = 5 + 3 * count
-for j = 1, keyed do
-  local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  local seen = record_keys(KEYS[2 + count + j], at + 2, at + 1 + n, tonumber(ARGV[4]))
-  repeats[index] = seen
-  repeated = repeated + seen
-  at = at + 2 + n
-end
+local repeats, repeated = record_batch_keys(keyed, 3 + count, 5 + 3 * count, tonumber(ARGV[4]))
 -- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
 local epochs = {}
 for first = 1, count, 1000 do

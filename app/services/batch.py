@@ -209,6 +209,21 @@ local function record_keys(set, first, last, window)
   redis.call('PEXPIRE', set, window)
   return seen
 end
+
+-- Every keyed page of a batch: the first keyed page's set is KEYS[first_set]; from ARGV[at],
+-- per keyed page, its index among the pages, how many members, the members. Returns the
+-- repeats per page index, and their total.
+local function record_batch_keys(keyed, first_set, at, window)
+  local repeats, repeated = {}, 0
+  for j = 0, keyed - 1 do
+    local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local seen = record_keys(KEYS[first_set + j], at + 2, at + 1 + n, window)
+    repeats[index] = seen
+    repeated = repeated + seen
+    at = at + 2 + n
+  end
+  return repeats, repeated
+end
 """
 
 # KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
@@ -245,16 +260,7 @@ local pages = {}
 for i = 1, count do
   pages[i] = string.sub(KEYS[i + 4], prefix_len + 1)
 end
-local repeats = {}
-local repeated = 0
-local at = 9 + 2 * count
-for j = 1, keyed do
-  local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  local seen = record_keys(KEYS[4 + count + j], at + 2, at + 1 + n, tonumber(ARGV[8]))
-  repeats[index] = seen
-  repeated = repeated + seen
-  at = at + 2 + n
-end
+local repeats, repeated = record_batch_keys(keyed, 5 + count, 9 + 2 * count, tonumber(ARGV[8]))
 -- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
 local epochs = {}
 for first = 1, count, 1000 do

@@ -6,27 +6,18 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from app.core.embedded_nodes import RedisNodeProcess
 from app.core.errors import VisitNotKeptError
 from app.main import create_app
-from app.services.batch import page_key
 from tests.conftest import SettingsFactory
 from tests.integration.conftest import CounterFactory
+from tests.support.load import stored
 
 pytestmark = pytest.mark.integration
 
 API = "/api/v1/counter"
-
-
-def stored(nodes: list[RedisNodeProcess], page_id: str) -> int:
-    total = 0
-    for node in nodes:
-        with redis.Redis(port=node.port) as client:
-            total += int(client.get(page_key(page_id)) or 0)
-    return total
 
 
 @pytest.fixture

@@ -16,22 +16,14 @@ import redis
 
 from app.core.embedded_nodes import RedisNodeProcess
 from app.core.errors import VisitNotKeptError
-from app.services.batch import EVENTS_CHANNEL, page_key
+from app.services.batch import EVENTS_CHANNEL
 from app.services.visit_counter import VisitCounter
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
+from tests.support.load import stored
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-def stored(nodes: list[RedisNodeProcess], page_id: str) -> int:
-    """The page's count summed over every node (placement is tested elsewhere)."""
-    total = 0
-    for node in nodes:
-        with redis.Redis(port=node.port) as client:
-            total += int(client.get(page_key(page_id)) or 0)
-    return total
 
 
 def pages_on(counter: VisitCounter, node_url: str, count: int, prefix: str = "p") -> list[str]:

@@ -18,18 +18,11 @@ from app.services.visit_counter import VisitCounter
 from app.topology.scripts import RECEIVE_LUA, TAKE_LUA, move_keys
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
+from tests.support.load import stored
 from tests.support.moves import move
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-def stored(nodes: list[RedisNodeProcess], page_id: str) -> int:
-    total = 0
-    for node in nodes:
-        with redis.Redis(port=node.port) as client:
-            total += int(client.get(page_key(page_id)) or 0)
-    return total
 
 
 def keys_held(node: RedisNodeProcess, page_id: str) -> set[str]:

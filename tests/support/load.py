@@ -89,6 +89,11 @@ def stored_counts(nodes: list[RedisNodeProcess], pages: list[str]) -> Counter[st
     return totals
 
 
+def stored(nodes: list[RedisNodeProcess], page_id: str) -> int:
+    """One page's count summed over every node (placement is tested elsewhere)."""
+    return stored_counts(nodes, [page_id])[page_id]
+
+
 async def wait_for_stored(
     nodes: list[RedisNodeProcess], expected: Counter[str], timeout: float = 20.0
 ) -> Counter[str]:
