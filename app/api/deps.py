@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +19,7 @@ from app.core.errors import RateLimitedError, UnauthorizedError
 from app.core.middleware import RequestStats
 from app.core.page_id import normalize_page_id
 from app.core.redis_manager import RedisManager
+from app.core.timestamps import TimestampClock
 from app.schemas.counter import ErrorBody
 from app.services.rate_limit import RateLimiter
 from app.services.visit_counter import VisitCounter
@@ -39,6 +40,7 @@ class Runtime:
     rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_SECOND is 0
     prometheus: PrometheusMetrics | None = None  # None: ENABLE_METRICS is false
     bot_filter: BotFilter | None = None  # None: COUNT_BOTS=true
+    clock: TimestampClock = field(default_factory=TimestampClock)  # the answers' timestamps
 
     def count_visit(
         self, page_id: str, browser_user_agent: str | bytes | None, key: str | None = None

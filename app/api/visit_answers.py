@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from datetime import UTC, datetime
 
 from app.api.deps import Runtime
 from app.core.errors import NodeUnavailableError
@@ -38,7 +37,7 @@ async def record_visit(
     if return_count:
         with contextlib.suppress(NodeUnavailableError):
             visits = (await runtime.counter.get_visits(page_id)).visits
-    return recorded_body(page_id, visits)
+    return recorded_body(page_id, visits, runtime.clock.now())
 
 
 async def read_visits(runtime: Runtime, page_id: str) -> bytes:
@@ -48,9 +47,8 @@ async def read_visits(runtime: Runtime, page_id: str) -> bytes:
     return f'{{"visits":{count.visits},"served_via":"{count.served_via}","stale":{stale}}}'.encode()
 
 
-def recorded_body(page_id: str, visits: int | None) -> bytes:
+def recorded_body(page_id: str, visits: int | None, timestamp: str) -> bytes:
     """`VisitRecorded` as JSON; formatted by hand when the id needs no escaping."""
-    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if _PLAIN_JSON.fullmatch(page_id):
         count = "" if visits is None else f',"visits":{visits}'
         return (
