@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.api.fast_visit import FastVisitRoute
 from app.core.embedded_nodes import RedisNodeProcess
 from app.main import create_app
 from tests.conftest import SettingsFactory
@@ -26,21 +25,25 @@ def limited_app(redis_nodes: list[RedisNodeProcess], make_settings: SettingsFact
     return create_app(make_settings(redis_nodes, rate_limit_per_second=5, rate_limit_burst=5))
 
 
-def without_fast_route(app: FastAPI) -> FastAPI:
-    """The same app served by the FastAPI visit route (the middleware stack is built lazily)."""
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not FastVisitRoute]
-    return app
+# A query string the fast path does not serve sends the visit to the FastAPI route.
+VISIT_QUERY = {"fast_route": "", "fastapi_route": "?via=fastapi"}
 
 
-@pytest.fixture(params=["fast_route", "fastapi_route"])
-def client(request: pytest.FixtureRequest, limited_app: FastAPI) -> Iterator[TestClient]:
-    app = limited_app if request.param == "fast_route" else without_fast_route(limited_app)
-    with TestClient(app, client=("203.0.113.7", 40000)) as test_client:
+@pytest.fixture(params=list(VISIT_QUERY))
+def route(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def client(limited_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(limited_app, client=("203.0.113.7", 40000)) as test_client:
         yield test_client
 
 
-def test_a_burst_passes_then_visits_get_429_and_are_not_counted(client: TestClient) -> None:
-    responses = [client.post(f"{API}/visit/limited") for _ in range(20)]
+def test_a_burst_passes_then_visits_get_429_and_are_not_counted(
+    client: TestClient, route: str
+) -> None:
+    responses = [client.post(f"{API}/visit/limited{VISIT_QUERY[route]}") for _ in range(20)]
 
     statuses = [response.status_code for response in responses]
     accepted = statuses.count(200)
@@ -58,9 +61,9 @@ def test_a_burst_passes_then_visits_get_429_and_are_not_counted(client: TestClie
     assert client.get(f"{API}/visits/limited").json()["visits"] == accepted
 
 
-def test_reads_are_not_limited(client: TestClient) -> None:
+def test_reads_are_not_limited(client: TestClient, route: str) -> None:
     for _ in range(20):
-        client.post(f"{API}/visit/p")
+        client.post(f"{API}/visit/p{VISIT_QUERY[route]}")
     assert all(client.get(f"{API}/visits/p").status_code == 200 for _ in range(20))
 
 
