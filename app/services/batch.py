@@ -68,6 +68,22 @@ def keyed_visits(members: set[str]) -> int:
     return sum(key_amount(member) for member in members)
 
 
+def merge_pending(
+    counts: dict[str, int],
+    held: PendingKeys,
+    increments: Mapping[str, int],
+    keys: PendingKeys | None,
+) -> None:
+    """Add increments, and the key members of their keyed visits, to a queue in memory (the
+    buffer, an outbox): a member the queue holds already is a visit counted already."""
+    for page_id, count in increments.items():
+        counts[page_id] = counts.get(page_id, 0) + count
+    for page_id, members in (keys or {}).items():
+        page_held = held.setdefault(page_id, set())
+        counts[page_id] -= keyed_visits(page_held & members)
+        page_held |= members
+
+
 def idempotency_set_key(page_id: str) -> str:
     """The page's sorted set of idempotency keys seen (score: when, in ms)."""
     return IDEMPOTENCY_KEY_PREFIX + page_id

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from app.services.batch import Batch, PendingKeys, keyed_visits
+from app.services.batch import Batch, PendingKeys, merge_pending
 
 # Seals queued increments (and their idempotency keys) into the next batch.
 Seal = Callable[[dict[str, int], PendingKeys], Batch]
@@ -68,16 +68,7 @@ class NodeOutbox:
 
         A key queued already stands for a visit counted already: it is added once.
         """
-        queued = self.queued
-        for page_id, count in increments.items():
-            queued[page_id] = queued.get(page_id, 0) + count
-        for page_id, page_keys in (keys or {}).items():
-            held = self.queued_keys.get(page_id)
-            if held is None:
-                self.queued_keys[page_id] = set(page_keys)
-                continue
-            queued[page_id] -= keyed_visits(held & page_keys)
-            held |= page_keys
+        merge_pending(self.queued, self.queued_keys, increments, keys)
 
     def forget(self, page_id: str) -> None:
         """Drop what is queued for the page (a reset made it older than the page's count)."""

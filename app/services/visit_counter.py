@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from app.core.config import Settings
 from app.core.consistent_hash import ConsistentHashRing
 from app.core.errors import NodeUnavailableError, VisitNotKeptError
-from app.services.batch import UNKNOWN_TAG, PendingKeys, key_member, keyed_visits
+from app.services.batch import UNKNOWN_TAG, PendingKeys, key_member, merge_pending
 from app.services.cache import StoredCountCache
 from app.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from app.services.fencing import ResetFencing
@@ -145,13 +145,7 @@ class VisitCounter:
         return swapped, keys
 
     def give_back(self, increments: Mapping[str, int], keys: PendingKeys) -> None:
-        pending = self.pending
-        for page_id, count in increments.items():
-            pending[page_id] = pending.get(page_id, 0) + count
-        for page_id, page_keys in keys.items():
-            held = self.pending_keys.setdefault(page_id, set())
-            pending[page_id] -= keyed_visits(held & page_keys)
-            held |= page_keys
+        merge_pending(self.pending, self.pending_keys, increments, keys)
 
     # -- lifecycle -------------------------------------------------------------
 
