@@ -40,7 +40,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 
 # Worker processes: uvicorn reads WEB_CONCURRENCY as the default for --workers,
 # so `docker run -e WEB_CONCURRENCY=4 ...` runs four workers without changing CMD.
-# The HTTP server is uvicorn's httptools one with limits (app/core/http_limits.py): a request
+# The HTTP server is uvicorn's httptools one with limits (visit_counter/core/http_limits.py): a request
 # target over 8 KiB gets 414, a request line plus headers over 16 KiB gets 431, a head not
 # complete within HEAD_TIMEOUT_SECONDS gets 408, and a worker holds at most MAX_CONNECTIONS.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "app.core.http_limits:BoundedHttpToolsProtocol", "--no-access-log"]
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "visit_counter.core.http_limits:BoundedHttpToolsProtocol", "--no-access-log"]

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 
-from app.api.deps import Runtime
-from app.core.config import SettingsError, load_settings
-from app.core.logging import configure_logging
-from app.main import create_app
-from app.schemas.counter import VisitRecorded
-from app.services.batch import page_key
+from visit_counter.api.deps import Runtime
+from visit_counter.core.config import SettingsError, load_settings
+from visit_counter.core.logging import configure_logging
+from visit_counter.main import create_app
+from visit_counter.schemas.counter import VisitRecorded
+from visit_counter.services.batch import page_key
 
 BARE_PATH = "/bench/bare/{page_id}"
 NAIVE_PATH = "/bench/naive/{page_id}"

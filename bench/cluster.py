@@ -25,7 +25,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.config import CLUSTER_BATCH_SIZE_LIMIT
 from bench.cluster_nodes import NODE_TIMEOUT_MS, BenchCluster
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator
@@ -35,6 +34,7 @@ from bench.scenarios import MAIN, SCENARIOS
 from bench.service import service_env
 from bench.session import Session, describe
 from bench.summary import Summary, summarize
+from visit_counter.core.config import CLUSTER_BATCH_SIZE_LIMIT
 
 THROUGHPUT_GOAL = 0.9  # POST req/s on the cluster / on the ring, at least
 COMMANDS_GOAL = 1_100  # Redis commands per 1,000 visits on the cluster, at most

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
 from bench.processes import command_calls_on
+from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
 
 PRIMARIES = 3
 NODES = 2 * PRIMARIES  # one replica per primary

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from app.cluster.buckets import BUCKETS
 from bench.cluster import ClusterResult, Goal
 from bench.cluster_nodes import PRIMARIES
 from bench.summary import Summary, breakdown_cell
+from visit_counter.cluster.buckets import BUCKETS
 
 STORAGE_LABELS = ("ring: 3 standalone nodes", "cluster: 3 primaries + 3 replicas")
 
@@ -113,7 +113,7 @@ def _where_commands_go(cluster: Summary) -> list[str]:
         f"Where the cluster's commands go: {flushes:,.2f} flushes per 1,000 visits (one WAIT per"
         f" primary each), each with about {per_1k.get('incrby', 0.0) / flushes:,.0f} pages in"
         f" {per_1k.get('evalsha', 0.0) / flushes:,.0f} bucket groups of the {BUCKETS:,}"
-        " (`app/cluster/buckets.py`); each group is one EVALSHA whose script runs HGET, HSET and"
+        " (`cluster/buckets.py`); each group is one EVALSHA whose script runs HGET, HSET and"
         " HMGET besides one INCRBY per page: about 4 commands per group on top of the ring's one"
         " per page.",
     ]

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from app.core.config import Settings
-from app.services.running import running_counter
+from visit_counter.core.config import Settings
+from visit_counter.services.running import running_counter
 
 PAGES = 10_000
 RedisMode = Literal["ring", "cluster"]

@@ -41,13 +41,6 @@ from pathlib import Path
 
 import redis
 
-from app.core.config import Settings
-from app.core.node_identity import TOPOLOGY_KEY
-from app.core.redis_manager import RedisManager
-from app.services.batch import PAGE_KEY_PREFIX
-from app.topology.document import Topology
-from app.topology.nodeset import NodeSet as AppNodeSet
-from app.topology.nodeset import canonical_label
 from bench.load import LoadGenerator, LoadResult, LoadSpec
 from bench.processes import (
     SERVER_CPU,
@@ -59,6 +52,13 @@ from bench.processes import (
 )
 from bench.scenarios import API, SPREAD_PAGES
 from bench.service import counter_metrics, service_env, wait_flushed
+from visit_counter.core.config import Settings
+from visit_counter.core.node_identity import TOPOLOGY_KEY
+from visit_counter.core.redis_manager import RedisManager
+from visit_counter.services.batch import PAGE_KEY_PREFIX
+from visit_counter.topology.document import Topology
+from visit_counter.topology.nodeset import NodeSet as AppNodeSet
+from visit_counter.topology.nodeset import canonical_label
 
 THROUGHPUT_GOAL = 0.9  # POST req/s during the move / before it, at least
 P99_GOAL = 1.2  # POST p99 during the move / before it, at most

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess, free_port
+from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_CPU = 0

@@ -14,7 +14,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from app.core.embedded_nodes import server_binary
 from bench.cluster import ClusterResult
 from bench.cluster_report import cluster_record, render_cluster
 from bench.load import LoadResult
@@ -24,6 +23,7 @@ from bench.report_parts import keep_parts, marked, part_of, with_part
 from bench.results import BenchConfig, Measurement
 from bench.scenarios import SCENARIOS
 from bench.summary import Summary, breakdown_cell, summarize
+from visit_counter.core.embedded_nodes import server_binary
 
 PACKAGES = (
     "fastapi",

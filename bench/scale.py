@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.core.config import Settings
-from app.services.running import running_counter
+from visit_counter.core.config import Settings
+from visit_counter.services.running import running_counter
 
 PENDING_PAGES = 1_000_000
 FLUSH_PAGES = 100_000

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from app.core.embedded_nodes import RedisNodeProcess
 from bench.load import LoadGenerator
 from bench.processes import ServerProcess, counting_calls
 from bench.results import BenchConfig, Measurement
 from bench.scenarios import Scenario
 from bench.service import wait_flushed
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 SETTLE_STEP_S = 0.2
 SETTLE_TIMEOUT_S = 5.0

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from app.core.config import Settings
-from app.core.embedded_nodes import RedisNodeProcess, free_port
 from tests.support.cluster import LocalCluster
 from tests.support.service import ServiceProcess
+from visit_counter.core.config import Settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port
 
 NodeFactory = Callable[..., list[RedisNodeProcess]]
 ClusterFactory = Callable[..., LocalCluster]

@@ -13,11 +13,11 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.browser import console_errors, png_size, save_screenshot
 from tests.support.site import StaticSite, html_document
 from tests.support.visits import API, wait_for_visits
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

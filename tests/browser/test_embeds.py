@@ -10,11 +10,11 @@ import httpx
 import pytest
 from selenium import webdriver
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.browser import console_errors
 from tests.support.site import StaticSite, html_document
 from tests.support.visits import API, counter_metrics, visits_of, wait_for_visits
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 CURL = "curl/8.5.0"

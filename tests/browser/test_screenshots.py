@@ -19,11 +19,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.browser import console_errors, png_size, save_element_screenshot, wait_until
 from tests.support.site import StaticSite, html_document
 from tests.support.visits import API, visits_of
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -16,11 +16,11 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.browser import console_errors, wait_for_console_error, wait_until
 from tests.support.site import StaticSite, html_document
 from tests.support.visits import API, visits_of, wait_for_visits
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

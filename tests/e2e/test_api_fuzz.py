@@ -27,11 +27,11 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.page_id import normalize_page_id
-from app.services.batch import key_member
 from tests.conftest import ServiceFactory
 from tests.support.load import stored_counts
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.page_id import normalize_page_id
+from visit_counter.services.batch import key_member
 
 pytestmark = pytest.mark.e2e
 

@@ -13,13 +13,13 @@ import httpx
 import pytest
 import redis
 
-from app.core.config import Settings
-from app.core.consistent_hash import ConsistentHashRing
-from app.core.embedded_nodes import RedisNodeProcess
-from app.services.batch import page_key
 from tests.conftest import NodeFactory, ServiceFactory, node_urls
 from tests.support.load import stored_counts
 from tests.support.service import REPO_ROOT
+from visit_counter.core.config import Settings
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.batch import page_key
 
 pytestmark = pytest.mark.e2e
 

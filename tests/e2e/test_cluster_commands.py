@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.embedded_nodes import free_port
 from tests.conftest import NodeFactory
 from tests.e2e.test_node_refusals import refusal_line
 from tests.support.cluster import LocalCluster
 from tests.support.topology import run_app
+from visit_counter.core.embedded_nodes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 

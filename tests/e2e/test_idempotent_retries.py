@@ -10,10 +10,10 @@ from collections import Counter
 import httpx
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.http_proxy import ReplyDroppingProxy
 from tests.support.load import stored_counts
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.e2e
 

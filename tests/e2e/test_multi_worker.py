@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.load import post_visits, stored_counts
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.e2e
 

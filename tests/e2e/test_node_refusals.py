@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess, free_port
-from app.core.node_identity import TOPOLOGY_KEY
 from tests.conftest import NodeFactory, node_urls
 from tests.support.topology import newest_topology, run_app
+from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port
+from visit_counter.core.node_identity import TOPOLOGY_KEY
 
 pytestmark = pytest.mark.e2e
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
 from tests.support.load import post_visits
 from tests.support.metrics import Samples, parse_metrics
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.e2e
 

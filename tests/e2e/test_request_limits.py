@@ -3,7 +3,7 @@ sockets cannot crowd out clients or the node connections.
 
 Raw sockets, so the client sends exactly the bytes meant (httpx would refuse some),
 against uvicorn with the protocol the Dockerfile and `serve` use
-(app/core/http_limits.py, app/core/connection_limits.py). A 5xx, a reset without an
+(core/http_limits.py, core/connection_limits.py). A 5xx, a reset without an
 answer, or a hang fails.
 """
 
@@ -26,12 +26,12 @@ import httpx
 import pytest
 import redis
 
-from app.core.config import Settings
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.http_limits import MAX_HEAD_BYTES, MAX_URL_BYTES
 from tests.conftest import ServiceFactory, node_urls
 from tests.support.load import stored_counts
 from tests.support.service import REPO_ROOT, ServiceProcess
+from visit_counter.core.config import Settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.http_limits import MAX_HEAD_BYTES, MAX_URL_BYTES
 
 pytestmark = pytest.mark.e2e
 

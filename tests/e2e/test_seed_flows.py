@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import ServiceFactory
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.config import EMBEDDED_PORTS, Settings
-from app.core.embedded_nodes import free_port
-from app.services.prometheus_dir import directory_for
 from tests.support.service import REPO_ROOT
+from visit_counter.core.config import EMBEDDED_PORTS, Settings
+from visit_counter.core.embedded_nodes import free_port
+from visit_counter.services.prometheus_dir import directory_for
 
 pytestmark = pytest.mark.e2e
 

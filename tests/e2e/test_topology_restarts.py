@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, ServiceFactory, node_urls
 from tests.support.load import post_visits
 from tests.support.service import ServiceProcess
 from tests.support.topology import newest_topology, owners, page_keys, placement, run_app
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.e2e
 

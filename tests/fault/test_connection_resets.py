@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, ServiceFactory
 from tests.support.load import post_visits, wait_for_stored
 from tests.support.proxy import FaultProxy
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
 

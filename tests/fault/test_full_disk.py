@@ -20,13 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.consistent_hash import ConsistentHashRing
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, ServiceFactory
 from tests.support.full_disk import fill, mounted_tmpfs
 from tests.support.load import post_visits, wait_for_stored
 from tests.support.metrics import parse_metrics
 from tests.support.service import ServiceProcess
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
 

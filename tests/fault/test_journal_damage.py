@@ -24,11 +24,11 @@ import httpx
 import pytest
 import redis
 
-from app.services.batch import Batch, page_key
-from app.services.journal_format import record_text
 from tests.conftest import NodeFactory, ServiceFactory
 from tests.support.metrics import parse_metrics
 from tests.support.service import REPO_ROOT
+from visit_counter.services.batch import Batch, page_key
+from visit_counter.services.journal_format import record_text
 
 pytestmark = pytest.mark.fault
 

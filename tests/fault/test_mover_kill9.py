@@ -3,7 +3,7 @@
 The mover is a real process, killed after a random delay (from 0 up to about
 its run time, so kills land in its start, in each step of the move and in the
 middle of the transfer). After every kill the nodes must still answer every
-page's count exactly (the read formula of app/topology/scripts.py covers the
+page's count exactly (the read formula of visit_counter/topology/scripts.py covers the
 pages in flight) and hold no page twice. A mover that finished on its own
 before its kill completed the move: the loop then runs the opposite move, so
 the kills keep landing in moves. At the end the command runs once more to its
@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, SettingsFactory, node_urls
 from tests.support.topology import (
     newest_topology,
@@ -35,6 +34,7 @@ from tests.support.topology import (
     seed_counts,
     start_app,
 )
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
 

@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.topology.scripts import move_keys
 from tests.conftest import NodeFactory, SettingsFactory, node_urls
 from tests.support.topology import (
     newest_topology,
@@ -31,6 +29,8 @@ from tests.support.topology import (
     seed_counts,
     start_app,
 )
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.topology.scripts import move_keys
 
 pytestmark = pytest.mark.fault
 

@@ -12,10 +12,10 @@ import asyncio
 import httpx
 import pytest
 
-from app.core.consistent_hash import ConsistentHashRing
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, ServiceFactory
 from tests.support.load import LoadResult, post_visits, wait_for_stored
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
 

@@ -25,16 +25,16 @@ import httpx
 import pytest
 import redis
 
-from app.core.config import redact_url
-from app.core.consistent_hash import ConsistentHashRing
-from app.core.embedded_nodes import RedisNodeProcess
-from app.services.batch import TOPOLOGY_KEY, Batch, page_key
-from app.services.journal_format import record_text
-from app.topology.document import Topology
-from app.topology.nodeset import canonical_label
 from tests.conftest import NodeFactory, ServiceFactory
 from tests.support.load import post_visits, wait_for_stored
 from tests.support.service import ServiceProcess
+from visit_counter.core.config import redact_url
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.batch import TOPOLOGY_KEY, Batch, page_key
+from visit_counter.services.journal_format import record_text
+from visit_counter.topology.document import Topology
+from visit_counter.topology.nodeset import canonical_label
 
 pytestmark = pytest.mark.fault
 
@@ -126,7 +126,7 @@ def unacknowledged(journal_dir: Path) -> list[tuple[Batch, dict[str, object]]]:
 
 
 def load_release_1_batch(release_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Release 1's `app/services/batch.py` (standard library only), under another name."""
+    """Release 1's `visit_counter/services/batch.py` (standard library only), under another name."""
     name = "release_1_batch"
     spec = importlib.util.spec_from_file_location(
         name, release_dir / "app" / "services" / "batch.py"

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from app.core.config import Settings
-from app.core.embedded_nodes import RedisNodeProcess
-from app.services.running import running_counter
-from app.services.visit_counter import VisitCounter
 from tests.support.proxy import FaultProxy
+from visit_counter.core.config import Settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.running import running_counter
+from visit_counter.services.visit_counter import VisitCounter
 
 CounterFactory = Callable[[Settings], Awaitable[VisitCounter]]
 

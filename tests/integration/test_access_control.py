@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.core.config import Settings, SettingsError, load_settings
-from app.core.embedded_nodes import RedisNodeProcess
-from app.main import create_app
 from tests.conftest import SettingsFactory
+from visit_counter.core.config import Settings, SettingsError, load_settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.main import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.errors import VisitNotKeptError
-from app.main import create_app
 from tests.conftest import SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.load import stored
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.errors import VisitNotKeptError
+from visit_counter.main import create_app
 
 pytestmark = pytest.mark.integration
 

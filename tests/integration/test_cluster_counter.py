@@ -8,11 +8,6 @@ from collections import Counter
 import pytest
 from redis.crc import key_slot
 
-from app.cluster.buckets import applied_key, bucket_of, idempotency_set_key, page_key
-from app.core.errors import NodeUnavailableError
-from app.services.batch import Batch
-from app.services.running import running_counter
-from app.topology.nodeset import TopologyError
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.support.cluster import LocalCluster
 from tests.support.on_cluster import (
@@ -21,6 +16,11 @@ from tests.support.on_cluster import (
     cluster_store,
     primary_port_of,
 )
+from visit_counter.cluster.buckets import applied_key, bucket_of, idempotency_set_key, page_key
+from visit_counter.core.errors import NodeUnavailableError
+from visit_counter.services.batch import Batch
+from visit_counter.services.running import running_counter
+from visit_counter.topology.nodeset import TopologyError
 
 pytestmark = pytest.mark.cluster
 

@@ -8,12 +8,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.errors import NodeUnavailableError
-from app.main import create_app
-from app.services.batch import page_key
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.errors import NodeUnavailableError
+from visit_counter.main import create_app
+from visit_counter.services.batch import page_key
 
 pytestmark = pytest.mark.integration
 
@@ -178,12 +178,12 @@ def test_metrics_summary_is_logged_every_interval(
 ) -> None:
     settings = make_settings(redis_nodes, metrics_interval_seconds=0.1)
     with (
-        caplog.at_level("INFO", logger="app.services.metrics_log"),
+        caplog.at_level("INFO", logger="visit_counter.services.metrics_log"),
         TestClient(create_app(settings)) as client,
     ):
         client.post("/api/v1/counter/visit/logged")
         time.sleep(0.35)
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.services.metrics_log"]
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("services.metrics_log")]
     assert len(lines) >= 2
     assert "visits accepted=1" in lines[-1]
     assert "nodes_up=3/3" in lines[-1]
@@ -196,9 +196,9 @@ def test_no_metrics_route_or_log_when_metrics_are_disabled(
 ) -> None:
     settings = make_settings(redis_nodes, enable_metrics=False, metrics_interval_seconds=0.1)
     with (
-        caplog.at_level("INFO", logger="app.services.metrics_log"),
+        caplog.at_level("INFO", logger="visit_counter.services.metrics_log"),
         TestClient(create_app(settings)) as client,
     ):
         assert client.get("/api/v1/counter/metrics").status_code == 404
         time.sleep(0.25)
-    assert not [r for r in caplog.records if r.name == "app.services.metrics_log"]
+    assert not [r for r in caplog.records if r.name == "visit_counter.services.metrics_log"]

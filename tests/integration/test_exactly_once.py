@@ -14,14 +14,14 @@ from collections import Counter
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.errors import VisitNotKeptError
-from app.services.batch import EVENTS_CHANNEL
-from app.services.visit_counter import VisitCounter
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.load import stored
 from tests.support.proxy import FaultProxy
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.errors import VisitNotKeptError
+from visit_counter.services.batch import EVENTS_CHANNEL
+from visit_counter.services.visit_counter import VisitCounter
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,15 @@ import asyncio
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.services.batch import EPOCHS_KEY, RESETS_KEY, idempotency_set_key, page_key
-from app.services.visit_counter import VisitCounter
-from app.topology.scripts import RECEIVE_LUA, TAKE_LUA, move_keys
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.load import stored
 from tests.support.moves import move
 from tests.support.proxy import FaultProxy
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.batch import EPOCHS_KEY, RESETS_KEY, idempotency_set_key, page_key
+from visit_counter.services.visit_counter import VisitCounter
+from visit_counter.topology.scripts import RECEIVE_LUA, TAKE_LUA, move_keys
 
 pytestmark = pytest.mark.integration
 

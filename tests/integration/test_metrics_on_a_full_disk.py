@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import node_urls
 from tests.support.full_disk import mounted_tmpfs
 from tests.support.load import stored_counts
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,8 @@ warnings.simplefilter("error")
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 from pathlib import Path
 from fastapi.testclient import TestClient
-from app.core.config import Settings
-from app.main import create_app
+from visit_counter.core.config import Settings
+from visit_counter.main import create_app
 from tests.support.full_disk import fill
 
 nodes, disk, data = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

@@ -10,12 +10,12 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import redact_url
-from app.core.embedded_nodes import RedisNodeProcess
-from app.main import create_app
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.metrics import Samples, parse_metrics
+from visit_counter.core.config import redact_url
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.main import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ def test_nodes_that_can_lose_counts_are_reported_once_each(
     (hidden,) = node_factory(1, CONFIG_RENAMED)
     nodes = [safe, unpersisted, evicting, hidden]
     with (
-        caplog.at_level("INFO", logger="app.core.redis_manager"),
+        caplog.at_level("INFO", logger="visit_counter.core.redis_manager"),
         TestClient(create_app(make_settings(nodes))) as client,
     ):
         time.sleep(1.0)  # five health checks (0.2 s apart)
@@ -219,7 +219,7 @@ async def test_each_event_that_matters_is_one_log_line_without_the_password(
     url = f"redis://:{password}@127.0.0.1:{node.port}"
     name = f"redis://127.0.0.1:{node.port}"  # a node's ring label never holds credentials
     settings = make_settings([node], redis_nodes=url, batch_interval_seconds=60)
-    caplog.set_level("INFO", logger="app")
+    caplog.set_level("INFO", logger="visit_counter")
 
     counter = await counter_factory(settings)  # its health checks run every 0.2 s
     assert len(lines_with(caplog, f"redis node up: {name}")) == 1

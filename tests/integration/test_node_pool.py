@@ -12,10 +12,10 @@ import asyncio
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.redis_manager import RedisManager
-from app.services.running import running_counter
 from tests.conftest import SettingsFactory
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.redis_manager import RedisManager
+from visit_counter.services.running import running_counter
 
 pytestmark = pytest.mark.integration
 

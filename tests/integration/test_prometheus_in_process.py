@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import node_urls
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,8 @@ import sys, warnings
 warnings.simplefilter("error")
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 from fastapi.testclient import TestClient
-from app.core.config import Settings
-from app.main import create_app
+from visit_counter.core.config import Settings
+from visit_counter.main import create_app
 
 nodes, root = sys.argv[1], sys.argv[2]
 for run in range(3):

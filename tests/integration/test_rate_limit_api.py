@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.main import create_app
 from tests.conftest import SettingsFactory
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.main import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.integration.test_exactly_once import stored
 from tests.support.proxy import FaultProxy
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.proxy import FaultProxy
+from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.integration
 

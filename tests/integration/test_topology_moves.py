@@ -7,14 +7,14 @@ from collections import Counter
 
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.redis_manager import RedisManager
-from app.services.batch import PAGE_KEY_PREFIX, Batch
-from app.services.journal import Journal
-from app.services.node_store import NodeStore
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.moves import move
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.redis_manager import RedisManager
+from visit_counter.services.batch import PAGE_KEY_PREFIX, Batch
+from visit_counter.services.journal import Journal
+from visit_counter.services.node_store import NodeStore
 
 
 def stored(nodes: list[RedisNodeProcess]) -> Counter[str]:

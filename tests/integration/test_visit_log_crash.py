@@ -14,17 +14,17 @@ from collections.abc import Iterable
 import pytest
 import redis
 
-from app.core.config import Settings
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.errors import VisitNotKeptError
-from app.services.batch import PAGE_KEY_PREFIX, Batch
-from app.services.journal import JournalError
-from app.services.visit_counter import VisitCounter
-from app.services.visit_log import segments_of
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.moves import move
 from tests.support.proxy import FaultProxy
+from visit_counter.core.config import Settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.errors import VisitNotKeptError
+from visit_counter.services.batch import PAGE_KEY_PREFIX, Batch
+from visit_counter.services.journal import JournalError
+from visit_counter.services.visit_counter import VisitCounter
+from visit_counter.services.visit_log import segments_of
 
 pytestmark = pytest.mark.integration
 
@@ -392,7 +392,7 @@ async def test_a_node_dropped_from_the_list_between_runs_still_gets_its_journale
 ) -> None:
     # The first counter journals what its dead node missed, then crashes. The next
     # start lists only the other node; it follows the topology stored on the nodes
-    # (app/topology/nodeset.py), so the journaled batches wait for their own node
+    # (visit_counter/topology/nodeset.py), so the journaled batches wait for their own node
     # instead of being counted elsewhere, through another crash, until it is back.
     kept, dropped = node_factory(2)
     first = await counter_factory(visit_settings(make_settings, [kept, dropped]))

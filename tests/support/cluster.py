@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
+from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
 
 CLUSTER_SLOTS = 16384
 PRIMARY_COUNT = 3

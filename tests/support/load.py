@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import httpx
 import redis
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.services.batch import page_key
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.batch import page_key
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.core.config import Settings
-from app.core.redis_manager import RedisManager
-from app.topology.mover import Mover, MoveSummary
-from app.topology.nodeset import NodeSet
+from visit_counter.core.config import Settings
+from visit_counter.core.redis_manager import RedisManager
+from visit_counter.topology.mover import Mover, MoveSummary
+from visit_counter.topology.nodeset import NodeSet
 
 
 async def move(settings: Settings, action: str, url: str, timeout: float = 30.0) -> MoveSummary:

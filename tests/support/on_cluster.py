@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 
 from redis.cluster import ClusterNode, RedisCluster
 
-from app.cluster import CLUSTER_NODE
-from app.cluster.buckets import page_key
-from app.cluster.manager import ClusterManager
-from app.cluster.store import ClusterStore
-from app.core.config import Settings
 from tests.support.cluster import LocalCluster
+from visit_counter.cluster import CLUSTER_NODE
+from visit_counter.cluster.buckets import page_key
+from visit_counter.cluster.manager import ClusterManager
+from visit_counter.cluster.store import ClusterStore
+from visit_counter.core.config import Settings
 
 
 def cluster_client(cluster: LocalCluster) -> RedisCluster:

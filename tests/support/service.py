@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from app.core.embedded_nodes import free_port
-from app.core.http_limits import PROTOCOL_PATH
+from visit_counter.core.embedded_nodes import free_port
+from visit_counter.core.http_limits import PROTOCOL_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@
 - `seed_counts`: store counts on the nodes through an in-process counter (the
   service's own code), before a move.
 - `read_counts`: every page's count as a reader computes it from what the nodes
-  hold, whatever the state of the move (the formula of app/topology/scripts.py).
+  hold, whatever the state of the move (the formula of visit_counter/topology/scripts.py).
 - `page_keys`, `newest_topology`: what each node holds.
 """
 
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import redis
 
-from app.core.config import Settings
-from app.core.consistent_hash import ConsistentHashRing
-from app.core.embedded_nodes import RedisNodeProcess
-from app.core.node_identity import TOPOLOGY_KEY
-from app.services.batch import PAGE_KEY_PREFIX
-from app.services.running import running_counter
-from app.topology.document import Topology
-from app.topology.scripts import move_keys
 from tests.support.service import REPO_ROOT
+from visit_counter.core.config import Settings
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.core.node_identity import TOPOLOGY_KEY
+from visit_counter.services.batch import PAGE_KEY_PREFIX
+from visit_counter.services.running import running_counter
+from visit_counter.topology.document import Topology
+from visit_counter.topology.scripts import move_keys
 
 SETTING_KEYS = {name.upper() for name in Settings.model_fields}
 

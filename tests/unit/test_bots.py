@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.bots import MAX_CACHED_LENGTH, BotFilter, bot_filter_for, crawler_patterns
-from app.core.config import Settings
+from visit_counter.core.bots import MAX_CACHED_LENGTH, BotFilter, bot_filter_for, crawler_patterns
+from visit_counter.core.config import Settings
 
 BROWSERS = {
     "Chrome on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "

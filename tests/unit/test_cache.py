@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.cache import StoredCountCache
+from visit_counter.services.cache import StoredCountCache
 
 
 class FakeClock:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app.__main__ import main
-from app.cli.load import NotLoopbackError, loopback_base_url
-from app.core.config import Settings
-from app.core.consistent_hash import ConsistentHashRing
-from app.services.quarantine import DamagedLine, FileDamage, quarantine
+from visit_counter.cli.commands import main
+from visit_counter.cli.load import NotLoopbackError, loopback_base_url
+from visit_counter.core.config import Settings
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.services.quarantine import DamagedLine, FileDamage, quarantine
 
 FIELD_KEYS = {name.upper() for name in Settings.model_fields}
 NODES = ["redis://127.0.0.1:7100", "redis://10.0.0.5:6379/2", "redis://cache.internal:6380"]

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.core import connection_limits
-from app.core.config import Settings, SettingsError
-from app.core.connection_limits import (
+from tests.support.service import REPO_ROOT
+from visit_counter.core import connection_limits
+from visit_counter.core.config import Settings, SettingsError
+from visit_counter.core.connection_limits import (
     MIN_CLIENT_CONNECTIONS,
     OTHER_DESCRIPTORS,
     ConnectionGuard,
     descriptor_budget,
 )
-from tests.support.service import REPO_ROOT
 
 THREE_NODES = "redis://a:1,redis://b:2,redis://c:3"
 NOW = 1000.0  # loop time in the guard tests; waiting_since values are on the same clock
@@ -80,7 +80,8 @@ def run_python(code: str, open_files: tuple[int, int]) -> str:
 def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
     hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     code = (
-        "import resource; from app.core.connection_limits import raise_open_files_limit as r; "
+        "import resource; "
+        "from visit_counter.core.connection_limits import raise_open_files_limit as r; "
         "print(r(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )
     assert run_python(code, (200, hard)) == f"{hard} {hard}"
@@ -91,7 +92,7 @@ def test_for_process_warns_when_it_lowers_max_connections(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(connection_limits, "raise_open_files_limit", lambda: 256)
-    with caplog.at_level(logging.WARNING, logger="app.core.connection_limits"):
+    with caplog.at_level(logging.WARNING, logger="visit_counter.core.connection_limits"):
         guard = ConnectionGuard.for_process(settings(redis_pool_size=16))
     assert guard.max_connections == 80
     assert "MAX_CONNECTIONS lowered from 1024 to 80" in caplog.text
@@ -177,7 +178,7 @@ def test_a_released_connection_frees_its_slot() -> None:
 
 def test_a_flood_of_closes_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     guard = ConnectionGuard(max_connections=1, head_timeout=10)
-    with caplog.at_level(logging.INFO, logger="app.core.connection_limits"):
+    with caplog.at_level(logging.INFO, logger="visit_counter.core.connection_limits"):
         for _ in range(100):
             guard.note("head_timeout")
     assert guard.closed["head_timeout"] == 100

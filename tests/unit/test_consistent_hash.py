@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.consistent_hash import ConsistentHashRing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ virtual_node_counts = st.integers(min_value=1, max_value=40)
 
 PLACEMENT_SCRIPT = """
 import json, sys
-from app.core.consistent_hash import ConsistentHashRing
+from visit_counter.core.consistent_hash import ConsistentHashRing
 ring = ConsistentHashRing(sys.argv[1].split(","), virtual_nodes=100)
 print(json.dumps({
     "hash_probe": hash("visit-counter"),

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from app.core.config import Settings
-from app.core.http_limits import PROTOCOL_PATH
-from app.core.node_config import config_warnings
+from visit_counter.core.config import Settings
+from visit_counter.core.http_limits import PROTOCOL_PATH
+from visit_counter.core.node_config import config_warnings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVICES = ("redis1", "redis2", "redis3")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.errors import InvalidParameterError
-from app.core.idempotency import MAX_KEY_LENGTH, idempotency_key
+from visit_counter.core.errors import InvalidParameterError
+from visit_counter.core.idempotency import MAX_KEY_LENGTH, idempotency_key
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.api.ingest_body import (
+from visit_counter.api.ingest_body import (
     MAX_BODY_BYTES,
     MAX_COUNT,
     MAX_PAGES,
@@ -16,7 +16,7 @@ from app.api.ingest_body import (
     parse_visits,
     read_body,
 )
-from app.core.errors import (
+from visit_counter.core.errors import (
     CounterError,
     InvalidBodyError,
     InvalidPageIdError,

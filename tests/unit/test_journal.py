@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from app.core.consistent_hash import ConsistentHashRing
-from app.services.batch import Batch
-from app.services.journal import Journal, JournalError
-from app.services.journal_format import encode_record
-from app.services.quarantine import quarantined
-from app.services.visit_log import VisitLog
 from tests.support.child import run_python
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.services.batch import Batch
+from visit_counter.services.journal import Journal, JournalError
+from visit_counter.services.journal_format import encode_record
+from visit_counter.services.quarantine import quarantined
+from visit_counter.services.visit_log import VisitLog
 
 
 class SplitRing:
@@ -314,8 +314,8 @@ SHORT_WRITE = textwrap.dedent(
     """
     import resource, signal, sys
     from pathlib import Path
-    from app.services.batch import Batch
-    from app.services.journal import Journal, JournalError
+    from visit_counter.services.batch import Batch
+    from visit_counter.services.journal import Journal, JournalError
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     journal = Journal(Path(sys.argv[1]), "dead")
@@ -620,7 +620,7 @@ def test_a_flipped_digit_in_a_middle_record_is_caught_by_its_checksum(
     damaged = bytes(content)
     path.write_bytes(damaged)
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         heir = claim(directory)
 
     assert claimed_batches(heir) == [THREE[0], THREE[2]], "the intact batches, once each"
@@ -650,7 +650,7 @@ def test_a_torn_last_record_is_damage_and_the_rest_replays(
     with path.open("r+b") as handle:
         handle.truncate(cut)
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         heir = claim(directory)
 
     assert claimed_batches(heir) == [THREE[0], THREE[1]]
@@ -671,7 +671,7 @@ def test_garbage_lines_cost_only_themselves(
     damaged = content[: offsets[1]] + garbage[0] + garbage[1] + content[offsets[1] :] + garbage[2]
     path.write_bytes(damaged)
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         heir = claim(directory)
 
     assert claimed_batches(heir) == [THREE[0], THREE[2], THREE[1]]
@@ -694,7 +694,7 @@ def test_a_record_glued_behind_a_damaged_one_is_still_replayed(
     content[offsets[1] - 1] = ord("x")
     path.write_bytes(bytes(content))
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         heir = claim(directory)
 
     assert claimed_batches(heir) == [THREE[2], THREE[1]]
@@ -759,7 +759,7 @@ def test_a_file_that_cannot_be_quarantined_is_left_in_place_never_deleted(
     damaged = path.read_bytes()
     (directory / "quarantine").write_text("in the way")  # mkdir fails: not a directory
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         heir = claim(directory)
 
     assert path.read_bytes() == damaged
@@ -786,7 +786,7 @@ def test_a_damaged_visit_log_segment_is_quarantined_and_its_readable_visits_repl
     damaged = b"apple\nbanana x\n\xff\xfeapple\npear\nzebr"  # bad epoch, not UTF-8, torn tail
     damaged_segment.write_bytes(damaged)
 
-    with caplog.at_level(logging.ERROR, logger="app.services.journal"):
+    with caplog.at_level(logging.ERROR, logger="visit_counter.services.journal"):
         claimed = [batch for batch, _ in journal.claim_orphans(owner_ab)]
 
     assert claimed == [

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.core.config import Settings
-from app.core.logging import JsonFormatter, configure_logging
+from visit_counter.core.config import Settings
+from visit_counter.core.logging import JsonFormatter, configure_logging
 
 
 def record(message: str, *args: object, exc_info: bool = False) -> logging.LogRecord:
@@ -21,7 +21,9 @@ def record(message: str, *args: object, exc_info: bool = False) -> logging.LogRe
             raise ValueError("boom")
         except ValueError:
             info = sys.exc_info()
-    return logging.LogRecord("app.test", logging.WARNING, __file__, 1, message, args, info)
+    return logging.LogRecord(
+        "visit_counter.test", logging.WARNING, __file__, 1, message, args, info
+    )
 
 
 def test_a_json_line_has_time_level_logger_message_and_pid() -> None:
@@ -29,7 +31,7 @@ def test_a_json_line_has_time_level_logger_message_and_pid() -> None:
     entry = json.loads(line)
     assert set(entry) == {"time", "level", "logger", "message", "pid"}
     assert entry["level"] == "WARNING"
-    assert entry["logger"] == "app.test"
+    assert entry["logger"] == "visit_counter.test"
     assert entry["message"] == "node redis://h:1 down"
     assert isinstance(entry["pid"], int)
     assert entry["time"].endswith("Z")
@@ -46,7 +48,7 @@ def test_a_traceback_and_newlines_stay_on_one_line() -> None:
 @pytest.fixture
 def app_logger() -> Iterator[logging.Logger]:
     """Restore the `app` logger after a test configures it."""
-    logger = logging.getLogger("app")
+    logger = logging.getLogger("visit_counter")
     saved = (logger.level, list(logger.handlers), logger.propagate)
     logger.handlers = []
     yield logger
@@ -63,7 +65,9 @@ def test_configure_logging_switches_the_one_handler_to_json(app_logger: logging.
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     handler.setStream(stream)
-    logging.getLogger("app.core.redis_manager").info("redis node up: %s", "redis://:***@h:1")
+    logging.getLogger("visit_counter.core.redis_manager").info(
+        "redis node up: %s", "redis://:***@h:1"
+    )
     entry = json.loads(stream.getvalue())
     assert entry["message"] == "redis node up: redis://:***@h:1"
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.core.embedded_nodes import RedisNodeProcess
-from app.main import create_app
 from tests.conftest import SettingsFactory
 from tests.support.metrics import parse_metrics
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.main import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO_ROOT / "deploy/grafana/dashboards/visit-counter.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.node_config import UNKNOWN, config_warnings
+from visit_counter.core.node_config import UNKNOWN, config_warnings
 
 RDB_DEFAULT = "3600 1 300 100 60 10000"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.node_identity import NEW_NODE_GRACE_SECONDS, NodeIdentities, NodeIdentity
+from visit_counter.core.node_identity import NEW_NODE_GRACE_SECONDS, NodeIdentities, NodeIdentity
 
 
 def identity(node_id: str, created: int, created_now: bool = False) -> NodeIdentity:

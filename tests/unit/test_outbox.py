@@ -10,9 +10,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from app.core.consistent_hash import ConsistentHashRing
-from app.services.batch import Batch, PendingKeys
-from app.services.outbox import NodeOutbox
+from visit_counter.core.consistent_hash import ConsistentHashRing
+from visit_counter.services.batch import Batch, PendingKeys
+from visit_counter.services.outbox import NodeOutbox
 
 NODE = "redis://n1:6379"
 WRITER = "writer-a"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.errors import CounterError, InvalidPageIdError
-from app.core.page_id import MAX_PAGE_ID_LENGTH, normalize_page_id, validate_page_id
+from visit_counter.core.errors import CounterError, InvalidPageIdError
+from visit_counter.core.page_id import MAX_PAGE_ID_LENGTH, normalize_page_id, validate_page_id
 
 RELEASE_1 = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~:-"
 DETERMINISTIC = settings(derandomize=True, database=None, deadline=None)

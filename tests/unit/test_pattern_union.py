@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.pattern_union import NEVER_MATCHES, union_pattern
+from visit_counter.core.pattern_union import NEVER_MATCHES, union_pattern
 
 
 def any_pattern_finds(patterns: list[str], text: str) -> bool:

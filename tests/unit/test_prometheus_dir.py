@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.config import Settings
-from app.services.prometheus_dir import ENV_VAR, MultiprocessDirectory, directory_for
+from visit_counter.core.config import Settings
+from visit_counter.services.prometheus_dir import ENV_VAR, MultiprocessDirectory, directory_for
 
 
 @pytest.fixture

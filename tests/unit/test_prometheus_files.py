@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.services.prometheus_files import INITIAL_SIZE, AllocatedMmapedDict
 from tests.support.full_disk import mounted_tmpfs
+from visit_counter.services.prometheus_files import INITIAL_SIZE, AllocatedMmapedDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LONG = "x" * 200  # a key about the size of a labelled histogram bucket's
@@ -67,7 +67,7 @@ def test_a_new_file_and_every_growth_are_allocated(tmp_path: Path) -> None:
 
 GROW_ON_A_FULL_DISK = """
 import errno, sys
-from app.services.prometheus_files import AllocatedMmapedDict
+from visit_counter.services.prometheus_files import AllocatedMmapedDict
 from tests.support.full_disk import fill
 from pathlib import Path
 
@@ -130,7 +130,7 @@ HOOKED = """
 import os, sys
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
 if sys.argv[2] == "allocate":
-    from app.services.prometheus_files import allocate_pages
+    from visit_counter.services.prometheus_files import allocate_pages
     assert allocate_pages()
 from prometheus_client import CollectorRegistry, Counter
 Counter("visits", "Visits.", registry=CollectorRegistry()).inc()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.quarantine import (
+from visit_counter.services.quarantine import (
     DamagedLine,
     FileDamage,
     clear,

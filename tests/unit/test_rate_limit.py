@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.config import Settings
-from app.services.rate_limit import RateLimiter, rate_limiter_for
+from visit_counter.core.config import Settings
+from visit_counter.services.rate_limit import RateLimiter, rate_limiter_for
 
 
 class FakeClock:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.config import (
+from visit_counter.core.config import (
     EMBEDDED_NODES,
     Settings,
     SettingsError,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from app.core.tasks import PeriodicTask
+from visit_counter.core.tasks import PeriodicTask
 
 
 async def test_a_step_that_raises_is_logged_and_the_loop_goes_on(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.core.timestamps import TimestampClock
+from visit_counter.core.timestamps import TimestampClock
 
 
 def test_a_timestamp_is_what_datetime_would_write_for_the_same_instant() -> None:

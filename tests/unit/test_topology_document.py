@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.topology.document import Topology
-from app.topology.identity import ServerFacts, canonical_address, connect_url, refusal
-from app.topology.nodeset import canonical_label
+from visit_counter.topology.document import Topology
+from visit_counter.topology.identity import ServerFacts, canonical_address, connect_url, refusal
+from visit_counter.topology.nodeset import canonical_label
 
 A, B, C = "redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"
 ADDRESSES = {label: label + "/0" for label in (A, B, C)}

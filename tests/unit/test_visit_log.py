@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from app.services.visit_log import SegmentCounts, SegmentRead, VisitLog, read_segment, segments_of
 from tests.support.child import run_python
+from visit_counter.services.visit_log import (
+    SegmentCounts,
+    SegmentRead,
+    VisitLog,
+    read_segment,
+    segments_of,
+)
 
 
 @pytest.fixture
@@ -192,7 +198,7 @@ SHORT_VISIT_WRITE = textwrap.dedent(
     """
     import resource, signal, sys
     from pathlib import Path
-    from app.services.visit_log import VisitLog
+    from visit_counter.services.visit_log import VisitLog
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     log = VisitLog(Path(sys.argv[1]), "w1")

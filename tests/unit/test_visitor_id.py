@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.config import Settings, SettingsError, load_settings
-from app.core.visitor_id import VisitorIds, visitor_ids_for
+from visit_counter.core.config import Settings, SettingsError, load_settings
+from visit_counter.core.visitor_id import VisitorIds, visitor_ids_for
 
 SECRET = "s3cret-s3cret-s3cret"
 ADDRESS = "203.0.113.7"

@@ -1,0 +1,93 @@
+"""The Lua scripts of cluster mode: each touches the keys of one bucket (one hash slot).
+
+They keep the ring's rules (visit_counter/services/batch.py) with per-bucket keys
+(`buckets.py`): a batch's bucket group is applied at most once per bucket, and an
+increment is dropped when a reset the writer had not heard of came after it.
+
+Reset epochs are drawn from one cluster-wide counter, `vc:resets`, which the
+reset increments (and has replicated) before it runs `RESET_LUA` in the page's
+bucket. A writer's floor is that counter read at its start, so every reset begun
+after it gets a higher epoch, in any bucket, and every reset done before it a
+lower or equal one (see fencing.py).
+"""
+
+from __future__ import annotations
+
+from visit_counter.services.batch import IDEMPOTENCY_LUA
+
+RESETS_COUNTER_KEY = "vc:resets"
+
+# KEYS: [applied marks of the bucket, epochs of the bucket, page keys..., then the
+#        idempotency key set of each keyed page]
+# ARGV: [seq, mark field, keyed pages, key window in ms, then page id, count and tag per
+#        page, then per keyed page: its index among the pages, how many keys, the keys]
+# Returns [1, then per page: new count or -1, epoch, then the repeats] | [0] (this group
+# applied before). A retry writes its mark again, unchanged: the WAIT that follows on
+# the same connection then also covers the first, possibly unreplicated, application.
+# Keys are handled as in the ring's script (IDEMPOTENCY_LUA in visit_counter/services/batch.py).
+APPLY_LUA = (
+    IDEMPOTENCY_LUA
+    + """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+local seq = tonumber(ARGV[1])
+if seq <= last then
+  redis.call('HSET', KEYS[1], ARGV[2], last)
+  return {0}
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+local keyed = tonumber(ARGV[3])
+local count = #KEYS - 2 - keyed
+local pages = {}
+for i = 1, count do
+  pages[i] = ARGV[3 * i + 2]
+end
+local repeats, repeated = record_batch_keys(keyed, 3 + count, 5 + 3 * count, tonumber(ARGV[4]))
+-- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
+local epochs = {}
+for first = 1, count, 1000 do
+  local chunk = redis.call('HMGET', KEYS[2], unpack(pages, first, math.min(first + 999, count)))
+  for j = 1, #chunk do
+    epochs[first + j - 1] = chunk[j]
+  end
+end
+local out = {1}
+for i = 1, count do
+  local current = tonumber(epochs[i] or '0')
+  if current <= tonumber(ARGV[3 * i + 4]) then
+    local amount = tonumber(ARGV[3 * i + 3]) - (repeats[i] or 0)
+    if amount > 0 then
+      out[#out + 1] = redis.call('INCRBY', KEYS[i + 2], amount)
+    else
+      out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+    end
+  else
+    out[#out + 1] = -1
+  end
+  out[#out + 1] = current
+end
+out[#out + 1] = repeated
+return out
+"""
+)
+
+# KEYS: [page key, applied marks of its bucket]   ARGV: [mark field]
+# Returns [stored count, the writer's applied seq in this bucket].
+READ_LUA = """
+local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+local applied = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+return {value, applied}
+"""
+
+# KEYS: [page key, epochs of its bucket]
+# ARGV: [page id, channel, least epoch (the counter's new value), publish (1/0)]
+# Returns the page's new epoch.
+RESET_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local epoch = math.max(current + 1, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[2], ARGV[1], epoch)
+redis.call('DEL', KEYS[1])
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
+end
+return epoch
+"""

@@ -1,0 +1,339 @@
+"""Service settings: every key of the seed's `.env`, typed and validated once at start-up.
+
+`Settings` is read from the environment and from `.env` in the working directory.
+Tests and the CLI construct it directly, so nothing here reads global state
+except `load_settings()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EMBEDDED_PORTS = (7070, 7071, 7072)
+EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
+MIN_ADMIN_TOKEN_LENGTH = 16
+MIN_VISITOR_SALT_SECRET_LENGTH = 16
+DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+
+
+CLUSTER_BATCH_SIZE_LIMIT = 10_000
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot start with."""
+
+
+class Settings(BaseSettings):
+    """Typed configuration. Field names are the `.env` keys (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Redis
+    redis_nodes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=EMBEDDED_NODES,
+        description="Comma-separated redis:// URLs; unset means the embedded nodes on 7070-7072.",
+    )
+    redis_mode: Literal["ring", "cluster"] = Field(
+        default="ring",
+        description="ring: pages placed on REDIS_NODES by this service's consistent-hash ring; "
+        "cluster: REDIS_NODES are startup nodes of one Redis Cluster, which places the pages.",
+    )
+    redis_min_replicas_ack: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description="Cluster mode: replicas that must have a batch (WAIT) before it is forgotten; "
+        "unset: 1 when the cluster has replicas, else 0.",
+    )
+    redis_password: str = Field(default="", description="Password for every node (empty: none).")
+    redis_db: int = Field(default=0, ge=0, le=15)
+    redis_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Time a node has to answer one command, s."
+    )
+    redis_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time to open a connection to a node, handshake included, s.",
+    )
+    redis_retry_attempts: int = Field(default=3, ge=0, le=10)
+    redis_pool_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Connections per node, per worker; a call waits up to REDIS_TIMEOUT for a "
+        "free one. Reserved out of the open-file limit (see MAX_CONNECTIONS).",
+    )
+    health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+    # Page ids (visit_counter/core/page_id.py)
+    page_id_trailing_slash: Literal["strip", "keep"] = Field(
+        default="strip",
+        description="strip: `/blog/` and `/blog` are one page; keep: two pages.",
+    )
+
+    # Consistent hashing
+    virtual_nodes: int = Field(default=100, ge=1, le=10_000)
+
+    # Cache
+    cache_ttl_seconds: float = Field(default=5.0, ge=0, le=86_400)
+    cache_capacity: int = Field(default=1000, ge=0, le=10_000_000)
+
+    # Batching
+    batch_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    batch_size_limit: int = Field(default=1000, ge=1, le=1_000_000)
+    max_pending_pages_per_node: int = Field(
+        default=100_000,
+        ge=1,
+        description="Distinct pages (and idempotency keys) held in memory for one node, "
+        "unreachable or behind its flushes, before the rest goes to the journal.",
+    )
+    shutdown_flush_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    journal_visits: bool = Field(
+        default=False,
+        description="Append every visit to a per-process log before acknowledging it, "
+        "so even kill -9 loses nothing (one write() per visit, no fsync).",
+    )
+    idempotency_window_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="How long a node remembers an Idempotency-Key: a request repeated "
+        "with the same key within this time is acknowledged again and counted once.",
+    )
+
+    # Application
+    debug: bool = False
+    api_prefix: str = "/api/v1"
+    project_name: str = "Visit Counter Service"
+    data_dir: Path = Path("./data")
+
+    # Access control and abuse limits
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token required by DELETE, the JSON metrics and the /status detail "
+        "(empty: no token needed).",
+    )
+    rate_limit_per_second: float = Field(
+        default=0.0, ge=0, le=1_000_000, description="Visits per second per client IP (0: off)."
+    )
+    rate_limit_burst: int = Field(
+        default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
+    )
+
+    # Who is counted (visit_counter/core/bots.py, visit_counter/core/visitor_id.py)
+    count_bots: bool = Field(
+        default=False,
+        description="Count requests from known crawlers too; false: a User-Agent on the "
+        "crawler-user-agents list is answered 200 and not counted.",
+    )
+    visitor_salt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Secret the daily visitor-id salt is derived from, the same in every "
+        "worker and instance (empty: a random one per process, so ids differ between workers "
+        "and restarts).",
+    )
+
+    # HTTP server limits (core/http_limits.py, core/connection_limits.py)
+    head_timeout_seconds: float = Field(
+        default=DEFAULT_HEAD_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description="Seconds a request head may take from its first byte (from the connection's "
+        "opening for its first request); a late head gets 408 and the connection is closed.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Client connections one worker holds at once. Lowered at start, with a "
+        "warning, to what the open-file limit leaves after the node connections and files.",
+    )
+
+    # Browsers on other origins (visit_counter/core/cors.py)
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated origins (https://example.com) whose pages may read the "
+        "answers, or *; empty: CORS off.",
+    )
+
+    # Monitoring
+    enable_metrics: bool = True
+    prometheus_dir: Path | None = Field(
+        default=None,
+        description="Directory of the workers' Prometheus files; unset: a directory on /dev/shm "
+        "named after DATA_DIR, or DATA_DIR/prometheus without /dev/shm.",
+    )
+    metrics_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    log_format: Literal["plain", "json"] = Field(
+        default="plain", description="plain text lines, or one JSON object per line."
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != "*" and _ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, or *"
+                )
+        return origins
+
+    @field_validator("redis_nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+            return tuple(value) if value else EMBEDDED_NODES
+        return value
+
+    @field_validator("redis_nodes")
+    @classmethod
+    def _check_node_urls(cls, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        # Errors name the node by position, never by URL: a URL may hold a password.
+        seen: dict[tuple[str, int, str], int] = {}
+        for position, url in enumerate(nodes, start=1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError(f"node {position} is not a redis://host:port URL")
+            try:
+                port = 6379 if parts.port is None else parts.port
+            except ValueError:
+                raise ValueError(f"node {position} has an invalid port") from None
+            if not 0 < port < 65536:
+                raise ValueError(f"node {position} has an invalid port")
+            identity = (parts.hostname.lower(), port, parts.path.strip("/") or "0")
+            if identity in seen:
+                raise ValueError(f"nodes {seen[identity]} and {position} are the same server")
+            seen[identity] = position
+        return nodes
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, token: SecretStr) -> SecretStr:
+        # Messages never include the value: it is a secret.
+        value = token.get_secret_value()
+        if value and len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (or empty)")
+        if any(not "!" <= char <= "~" for char in value):
+            raise ValueError("may only hold printable ASCII characters without spaces")
+        return token
+
+    @field_validator("visitor_salt_secret")
+    @classmethod
+    def _check_visitor_salt_secret(cls, secret: SecretStr) -> SecretStr:
+        # Messages never include the value: it is a secret.
+        value = secret.get_secret_value()
+        if value and len(value) < MIN_VISITOR_SALT_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_VISITOR_SALT_SECRET_LENGTH} characters (or empty)"
+            )
+        return secret
+
+    @field_validator("api_prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return prefix
+
+    @field_validator("prometheus_dir", mode="before")
+    @classmethod
+    def _empty_prometheus_dir_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("redis_mode", mode="before")
+    @classmethod
+    def _lower_redis_mode(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_batches(cls, data: object) -> object:
+        """In cluster mode a flush costs a script call per bucket it touches (1,024 buckets,
+        cluster/buckets.py), so by default it waits for 10,000 distinct pages, not 1,000,
+        before flushing early: about one Redis command per visit, as on the ring."""
+        if isinstance(data, dict):
+            mode = str(data.get("redis_mode", "")).strip().lower()
+            if mode == "cluster" and data.get("batch_size_limit") is None:
+                return {**data, "batch_size_limit": CLUSTER_BATCH_SIZE_LIMIT}
+        return data
+
+    @model_validator(mode="after")
+    def _check_cluster_mode(self) -> Settings:
+        if self.redis_mode != "cluster":
+            return self
+        if self.uses_embedded_nodes:
+            raise ValueError(
+                "REDIS_MODE=cluster needs REDIS_NODES: one or more startup nodes of the cluster"
+            )
+        if self.redis_db != 0:
+            raise ValueError("REDIS_MODE=cluster needs REDIS_DB=0: a cluster has database 0 only")
+        return self
+
+    @model_validator(mode="after")
+    def _check_batching(self) -> Settings:
+        if self.max_pending_pages_per_node < self.batch_size_limit:
+            raise ValueError(
+                "MAX_PENDING_PAGES_PER_NODE must be at least BATCH_SIZE_LIMIT "
+                f"({self.max_pending_pages_per_node} < {self.batch_size_limit})"
+            )
+        return self
+
+    @property
+    def uses_embedded_nodes(self) -> bool:
+        return self.redis_nodes == EMBEDDED_NODES
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced, safe for logs and responses.
+
+    Works on the raw text (not `urlsplit`), so a password holding an unescaped
+    '/', '?' or '#' is masked too.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return url
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0] if ":" in credentials else credentials
+    if ":" not in credentials:
+        return url  # a user name alone is not secret
+    return f"{scheme}://{user}:***@{host}"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and `.env`; one readable line per bad key."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

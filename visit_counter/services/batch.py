@@ -1,0 +1,370 @@
+"""A sealed batch of increments for one node, and the Lua scripts that apply it once.
+
+Idempotency (docs/design.md section 4, guarantee G1): every process has a unique
+`writer` id and numbers its batches with a strictly increasing `seq`. A node
+keeps, per writer, the highest seq it has applied (hash `vc:batches`). A batch
+whose seq is not above that mark is a retry of something already stored and
+adds nothing. This needs each writer to send its batches for one node in seq
+order, one at a time, which the outbox guarantees.
+
+Resets (G3): a DELETE gives the page a new epoch on its owner (hash `vc:epochs`),
+drawn from the node's reset count (`vc:resets`), which is never below any epoch
+the node holds. Each increment carries a *tag*: the newest epoch its writer knew
+for the page, but never less than the node's reset count as the writer read it
+before it began counting (its *floor*, see `VisitCounter`). The node drops an
+increment whose page epoch is above its tag: a reset the writer had not heard
+of when it sealed the batch came after those visits, so they never reappear,
+however late their batch arrives. Resets older than the writer itself are at
+or below its floor, so they never cost a visit it acknowledged (issue 9).
+
+A tag of `UNKNOWN_TAG` (-1) means the writer had not read the node's reset count
+yet (the node was unreachable when it started); it is resolved to the floor of
+whichever writer sends the batch, when it sends it (`Batch.with_floor`).
+
+The node raises its reset count to the highest tag it is sent, so an empty
+node that replaced a lost one still hands out epochs above every tag in use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from visit_counter.core.node_identity import TOPOLOGY_KEY as TOPOLOGY_KEY
+
+PAGE_KEY_PREFIX = "visits:"
+APPLIED_KEY = "vc:batches"
+EPOCHS_KEY = "vc:epochs"
+RESETS_KEY = "vc:resets"
+UNKNOWN_TAG = -1
+EVENTS_CHANNEL = "vc:events"
+IDEMPOTENCY_KEY_PREFIX = "vc:idem:"
+
+# Idempotency keys of visits held in memory: page -> the key members of its keyed visits.
+PendingKeys = dict[str, set[str]]
+# A key member is the client's key for one visit, or `<key>\x1f<count>` for `count` visits
+# of the page sent under one key (batch ingest): a key never holds the separator.
+_AMOUNT_SEPARATOR = "\x1f"
+
+
+def page_key(page_id: str) -> str:
+    return PAGE_KEY_PREFIX + page_id
+
+
+def key_member(key: str, count: int) -> str:
+    """The member that stands for `count` visits of a page sent under `key`."""
+    return key if count == 1 else f"{key}{_AMOUNT_SEPARATOR}{count}"
+
+
+def key_amount(member: str) -> int:
+    """How many visits a key member stands for."""
+    _, separator, count = member.rpartition(_AMOUNT_SEPARATOR)
+    return int(count) if separator else 1
+
+
+def keyed_visits(members: set[str]) -> int:
+    return sum(key_amount(member) for member in members)
+
+
+def merge_pending(
+    counts: dict[str, int],
+    held: PendingKeys,
+    increments: Mapping[str, int],
+    keys: PendingKeys | None,
+) -> None:
+    """Add increments, and the key members of their keyed visits, to a queue in memory (the
+    buffer, an outbox): a member the queue holds already is a visit counted already."""
+    for page_id, count in increments.items():
+        counts[page_id] = counts.get(page_id, 0) + count
+    for page_id, members in (keys or {}).items():
+        page_held = held.setdefault(page_id, set())
+        counts[page_id] -= keyed_visits(page_held & members)
+        page_held |= members
+
+
+def idempotency_set_key(page_id: str) -> str:
+    """The page's sorted set of idempotency keys seen (score: when, in ms)."""
+    return IDEMPOTENCY_KEY_PREFIX + page_id
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Increments for one node. Immutable once sealed: a retry resends it unchanged."""
+
+    writer: str
+    seq: int
+    node: str
+    increments: Mapping[str, tuple[int, int]]  # page -> (count, tag)
+    # The topology version it was routed at (visit_counter/topology/document.py); 0: release 1.
+    version: int = 0
+    # page -> the idempotency keys of its keyed visits (visit_counter/core/idempotency.py); each is
+    # one of the page's counted visits, dropped by the node if it has seen the key.
+    keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def visits(self) -> int:
+        return sum(count for count, _ in self.increments.values())
+
+    @property
+    def mark(self) -> str:
+        """The field of the node's applied hash for this batch: per writer *and* ring node,
+        so one ring node's batch never passes for another's retry on a shared server."""
+        return f"{self.writer}|{self.node}"
+
+    def rerouted(self, owner_of: Callable[[str], str], version: int) -> list[Batch]:
+        """This batch split by today's owners, after a node refused its stale routing.
+
+        Deterministic: the parts take the writer `<writer>><node>` and the same seq,
+        so rerouting the same batch again (a retry, a journal replayed twice) gives
+        the same batches, which the new owners' applied marks store once. Tags are
+        kept: the new owner holds the page's epochs (the mover copied them).
+        """
+        parts: dict[str, dict[str, tuple[int, int]]] = {}
+        for page_id, count_tag in self.increments.items():
+            parts.setdefault(owner_of(page_id), {})[page_id] = count_tag
+        writer = f"{self.writer}>{self.node}"
+        return [
+            Batch(
+                writer=writer,
+                seq=self.seq,
+                node=node,
+                increments=incs,
+                version=version,
+                keys={page: self.keys[page] for page in incs if page in self.keys},
+            )
+            for node, incs in parts.items()
+        ]
+
+    def with_floor(self, floor: int) -> Batch:
+        """This batch with every `UNKNOWN_TAG` resolved to `floor` (itself when none is)."""
+        increments = self.increments
+        if all(tag != UNKNOWN_TAG for _, tag in increments.values()):
+            return self
+        resolved = {
+            page: (count, floor if tag == UNKNOWN_TAG else tag)
+            for page, (count, tag) in increments.items()
+        }
+        return replace(self, increments=resolved)
+
+    def pending_keys(self) -> PendingKeys:
+        """The keys as the in-memory queues hold them (to put the batch back in a queue)."""
+        return {page: set(keys) for page, keys in self.keys.items()}
+
+    def to_json(self) -> str:
+        record: dict[str, Any] = {
+            "writer": self.writer,
+            "seq": self.seq,
+            "node": self.node,
+            "inc": {page: list(pair) for page, pair in self.increments.items()},
+            "tv": self.version,
+        }
+        if self.keys:
+            record["keys"] = {page: list(keys) for page, keys in self.keys.items()}
+        return json.dumps(record, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> Batch:
+        return cls.from_record(json.loads(line))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Batch:
+        """A batch from the parsed JSON of `to_json`; KeyError, TypeError or ValueError if not."""
+        return cls(
+            writer=str(record["writer"]),
+            seq=int(record["seq"]),
+            node=str(record["node"]),
+            increments={
+                str(page): (int(count), int(epoch))
+                for page, (count, epoch) in record["inc"].items()
+            },
+            version=int(record.get("tv", 0)),
+            keys={
+                str(page): tuple(str(key) for key in keys)
+                for page, keys in record.get("keys", {}).items()
+            },
+        )
+
+
+# The node's reset count, set on first use to the highest epoch it holds (nodes
+# written before the count existed keep per-page epochs only).
+_RESET_COUNT_LUA = """
+local function reset_count(epochs_key, resets_key)
+  local value = redis.call('GET', resets_key)
+  if value then
+    return tonumber(value)
+  end
+  local highest = 0
+  for _, epoch in ipairs(redis.call('HVALS', epochs_key)) do
+    highest = math.max(highest, tonumber(epoch))
+  end
+  redis.call('SET', resets_key, highest)
+  return highest
+end
+"""
+
+# Idempotency keys (G10), shared with the cluster's script. Call with the page's key set,
+# the range of ARGV that holds the key members and the window in ms; returns the visits
+# of the members the set held already (repeats, not to be counted; see `key_amount`).
+# Scores are the node's own clock (TIME), so keys expire by one clock however many
+# writers send them.
+IDEMPOTENCY_LUA = """
+local function record_keys(set, first, last, window)
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - window)
+  local seen = 0
+  for k = first, last do
+    if redis.call('ZSCORE', set, ARGV[k]) then
+      seen = seen + (tonumber(string.match(ARGV[k], '\\031(%d+)$')) or 1)
+    else
+      redis.call('ZADD', set, now, ARGV[k])
+    end
+  end
+  redis.call('PEXPIRE', set, window)
+  return seen
+end
+
+-- Every keyed page of a batch: the first keyed page's set is KEYS[first_set]; from ARGV[at],
+-- per keyed page, its index among the pages, how many members, the members. Returns the
+-- repeats per page index, and their total.
+local function record_batch_keys(keyed, first_set, at, window)
+  local repeats, repeated = {}, 0
+  for j = 0, keyed - 1 do
+    local index, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local seen = record_keys(KEYS[first_set + j], at + 2, at + 1 + n, window)
+    repeats[index] = seen
+    repeated = repeated + seen
+    at = at + 2 + n
+  end
+  return repeats, repeated
+end
+"""
+
+# KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
+#        then the idempotency key set of each keyed page]
+# ARGV: [writer, seq, channel, mark field, topology version, release 1's mark field (the
+#        writer alone; "" when the batch is sent to another node than its own),
+#        keyed pages, key window in ms, then count and tag per page, then per keyed
+#        page: its index among the pages, how many keys, the keys]
+# Returns [1 = applied, then per page: new count or -1, epoch, then the repeats]
+# | [0] (applied before) | [2, write floor] (sealed at a topology version whose routing
+# is gone: re-route it). The applied check comes first: a batch stored before a move is
+# a duplicate, not stale. A repeated key's visit is not added (its page's count is
+# returned as it stands); keys are recorded even for increments a reset drops.
+APPLY_BATCH_LUA = (
+    _RESET_COUNT_LUA
+    + IDEMPOTENCY_LUA
+    + """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
+-- Release 1 kept the mark under the writer alone; its journals may still replay.
+local legacy = tonumber(redis.call('HGET', KEYS[1], ARGV[6]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= last or seq <= legacy then
+  return {0}
+end
+local write_floor = tonumber(redis.call('HGET', KEYS[4], 'write_floor') or '0')
+if tonumber(ARGV[5]) < write_floor then
+  return {2, write_floor}
+end
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
+local keyed = tonumber(ARGV[7])
+local count = #KEYS - 4 - keyed
+local prefix_len = string.len('__PAGE_KEY_PREFIX__')
+local pages = {}
+for i = 1, count do
+  pages[i] = string.sub(KEYS[i + 4], prefix_len + 1)
+end
+local repeats, repeated = record_batch_keys(keyed, 5 + count, 9 + 2 * count, tonumber(ARGV[8]))
+-- HMGET in chunks: Lua's unpack() refuses a few thousand values at once.
+local epochs = {}
+for first = 1, count, 1000 do
+  local last_index = math.min(first + 999, count)
+  local chunk = redis.call('HMGET', KEYS[2], unpack(pages, first, last_index))
+  for j = 1, #chunk do
+    epochs[first + j - 1] = chunk[j]
+  end
+end
+local out = {1}
+local stored = {}
+local highest_tag = 0
+for i = 1, count do
+  local current = tonumber(epochs[i] or '0')
+  local tag = tonumber(ARGV[8 + 2 * i])
+  highest_tag = math.max(highest_tag, tag)
+  if current <= tag then
+    local amount = tonumber(ARGV[7 + 2 * i]) - (repeats[i] or 0)
+    local value
+    if amount > 0 then
+      value = redis.call('INCRBY', KEYS[i + 4], amount)
+      stored[pages[i]] = value
+    else
+      value = tonumber(redis.call('GET', KEYS[i + 4]) or '0')
+    end
+    out[#out + 1] = value
+  else
+    out[#out + 1] = -1
+  end
+  out[#out + 1] = current
+end
+if highest_tag > reset_count(KEYS[2], KEYS[3]) then
+  redis.call('SET', KEYS[3], highest_tag)
+end
+if next(stored) ~= nil then
+  redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
+end
+out[#out + 1] = repeated
+return out
+""".replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
+)
+
+# KEYS: [page key, epochs hash, resets count, topology hash, move's out, in and cutoff hashes]
+# ARGV: [page id, channel, topology version, least epoch, publish (1/0), cutoff]
+# Returns [1, new epoch] | [0, reset floor] (sent at a version whose owners are gone).
+# During a move a page is reset on its old owner, then on its new one with the old
+# owner's epoch as least epoch and cutoff (see visit_counter/topology/scripts.py); the amounts
+# the mover took (out) or handed in (in) for the page are cleared with its count.
+RESET_PAGE_LUA = (
+    _RESET_COUNT_LUA
+    + """
+local reset_floor = tonumber(redis.call('HGET', KEYS[4], 'reset_floor') or '0')
+if tonumber(ARGV[3]) < reset_floor then
+  return {0, reset_floor}
+end
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local epoch = math.max(reset_count(KEYS[2], KEYS[3]), current) + 1
+epoch = math.max(epoch, tonumber(ARGV[4]))
+redis.call('SET', KEYS[3], epoch)
+redis.call('HSET', KEYS[2], ARGV[1], epoch)
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+local cutoff = tonumber(ARGV[6])
+if cutoff > tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[7], ARGV[1], cutoff)
+end
+if ARGV[5] == '1' then
+  redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
+end
+return {1, epoch}
+"""
+)
+
+# KEYS: [epochs hash, resets count]. Returns the node's reset count (a writer's floor).
+RESET_COUNT_LUA = _RESET_COUNT_LUA + "return reset_count(KEYS[1], KEYS[2])\n"
+
+# KEYS: [page key, applied hash, topology hash, move's out or in hash (or any name)]
+# ARGV: [mark field, page id, role: 1 = the move's source, -1 = its target, 0]
+# Returns [stored count, the writer's applied seq, the node's topology version]. While a
+# page moves, its count is (source count + out) + (target count - in): see scripts.py.
+READ_PAGE_LUA = """
+local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+local role = tonumber(ARGV[3])
+if role ~= 0 then
+  value = value + role * tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0')
+end
+local applied = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+return {value, applied, version}
+"""

@@ -1,0 +1,234 @@
+"""Counting operations on the nodes: each one Lua script call, bounded by the timeout.
+
+Every error but cancellation is translated here, at the boundary, into
+`NodeUnavailableError`; a failure marks the node down and a success marks it up,
+so the health map reacts before the next periodic check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from redis.commands.core import AsyncScript
+
+from visit_counter.core.errors import NodeUnavailableError
+from visit_counter.core.redis_manager import RedisManager
+from visit_counter.services.batch import (
+    APPLIED_KEY,
+    APPLY_BATCH_LUA,
+    EPOCHS_KEY,
+    EVENTS_CHANNEL,
+    READ_PAGE_LUA,
+    RESET_COUNT_LUA,
+    RESET_PAGE_LUA,
+    RESETS_KEY,
+    TOPOLOGY_KEY,
+    Batch,
+    idempotency_set_key,
+    page_key,
+)
+from visit_counter.topology.scripts import move_keys
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What the node did with a batch."""
+
+    applied: bool  # False: the node had applied this batch before (a retry), or refused it
+    stored: dict[str, int]  # page -> count after this batch, for the pages it added to
+    # page -> the node's epoch, for the pages whose increments it dropped: a reset the
+    # writer had not heard of came after them (see batch.py)
+    dropped: dict[str, int]
+    # The node's write floor when it refused the batch: it was routed at an older
+    # topology version (topology/document.py) and must be re-routed. None: not refused.
+    stale: int | None = None
+    # Pages of the batch an earlier attempt had stored (cluster mode: a slot group
+    # applied before the attempt that failed as a whole).
+    applied_before: tuple[str, ...] = ()
+    # Keyed visits the node had seen the key of (G10): acknowledged twice, counted once.
+    repeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PageRead:
+    """One node's part of a page's count, and what the reader needs to trust it."""
+
+    count: int
+    applied_seq: int  # the node's applied mark for the mark field asked about
+    topology_version: int  # the version the node holds
+    port: int | None = None  # the port of the server that answered, when not the node's own
+
+
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    epoch: int | None  # None: refused, the reset was sent at an older topology version
+
+
+class CountStore(Protocol):
+    """The counting operations the engine needs of its storage: a ring node or a cluster."""
+
+    async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult: ...
+
+    async def read(
+        self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None
+    ) -> PageRead: ...
+
+    async def reset(
+        self,
+        node: str,
+        page_id: str,
+        *,
+        version: int,
+        move: int | None = None,
+        least: int = 0,
+        publish: bool = True,
+    ) -> ResetResult: ...
+
+    async def publish_reset(self, node: str, page_id: str, epoch: int) -> None: ...
+
+    async def reset_count(self, node: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeScripts:
+    apply: AsyncScript
+    read: AsyncScript
+    reset: AsyncScript
+
+
+class NodeStore:
+    def __init__(self, manager: RedisManager, idempotency_window_seconds: int = 86_400) -> None:
+        self._manager = manager
+        self._scripts: dict[str, _NodeScripts] = {}
+        self._window_ms = idempotency_window_seconds * 1000
+
+    def _for(self, name: str) -> _NodeScripts:
+        """The node's scripts, registered on its client when first used (nodes come and go)."""
+        scripts = self._scripts.get(name)
+        client = self._manager.client(name)
+        if scripts is None or scripts.apply.registered_client is not client:
+            scripts = _NodeScripts(
+                apply=client.register_script(APPLY_BATCH_LUA),
+                read=client.register_script(READ_PAGE_LUA),
+                reset=client.register_script(RESET_PAGE_LUA),
+            )
+            self._scripts[name] = scripts
+        return scripts
+
+    async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult:
+        """Apply `batch` on its node at most once (see `batch.py`); its tags must be known.
+
+        `via`: send it to this node instead, for a batch whose node left the topology.
+        The mover copied the applied marks of a removed node to every node that
+        stayed, so the batch is found applied there, or refused and re-routed.
+        """
+        node = via or batch.node
+        pages = list(batch.increments)
+        keyed = [(index, page) for index, page in enumerate(pages, 1) if page in batch.keys]
+        # Release 1's mark (the writer alone) speaks for the node that holds it only.
+        legacy = batch.writer if node == batch.node else ""
+        args: list[Any] = [
+            batch.writer,
+            batch.seq,
+            EVENTS_CHANNEL,
+            batch.mark,
+            batch.version,
+            legacy,
+            len(keyed),
+            self._window_ms,
+        ]
+        for page_id in pages:
+            args.extend(batch.increments[page_id])
+        for index, page_id in keyed:
+            args += (index, len(batch.keys[page_id]), *batch.keys[page_id])
+        keys = [
+            APPLIED_KEY,
+            EPOCHS_KEY,
+            RESETS_KEY,
+            TOPOLOGY_KEY,
+            *(page_key(page_id) for page_id in pages),
+            *(idempotency_set_key(page_id) for _, page_id in keyed),
+        ]
+        reply = await self._call(node, lambda: self._for(node).apply(keys, args))
+        if int(reply[0]) == 2:
+            return ApplyResult(applied=False, stored={}, dropped={}, stale=int(reply[1]))
+        if int(reply[0]) == 0:
+            return ApplyResult(applied=False, stored={}, dropped={})
+        stored: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        for index, page_id in enumerate(pages):
+            value, epoch = int(reply[1 + 2 * index]), int(reply[2 + 2 * index])
+            if value >= 0:
+                stored[page_id] = value
+            else:
+                dropped[page_id] = epoch
+        return ApplyResult(applied=True, stored=stored, dropped=dropped, repeats=int(reply[-1]))
+
+    async def read(
+        self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None
+    ) -> PageRead:
+        """The node's part of the page's count (`role`: 1 the move's source, -1 its target)."""
+        _, out, _, in_, _ = move_keys(move)
+        keys = [page_key(page_id), APPLIED_KEY, TOPOLOGY_KEY, out if role > 0 else in_]
+        reply = await self._call(node, lambda: self._for(node).read(keys, [mark, page_id, role]))
+        return PageRead(int(reply[0]), int(reply[1]), int(reply[2]))
+
+    async def reset(
+        self,
+        node: str,
+        page_id: str,
+        *,
+        version: int,
+        move: int | None = None,
+        least: int = 0,
+        publish: bool = True,
+    ) -> ResetResult:
+        """Delete the page's count and give it a new epoch (see RESET_PAGE_LUA).
+
+        With `publish`, every worker is told; `least` is also the cutoff for what the
+        mover took before this reset (the old owner's new epoch, during a move).
+        """
+        _, out, _, in_, cutoff = move_keys(move)
+        keys = [page_key(page_id), EPOCHS_KEY, RESETS_KEY, TOPOLOGY_KEY, out, in_, cutoff]
+        args: list[Any] = [page_id, EVENTS_CHANNEL, version, least, 1 if publish else 0, least]
+        reply = await self._call(node, lambda: self._for(node).reset(keys, args))
+        if int(reply[0]) == 0:
+            return ResetResult(epoch=None)
+        return ResetResult(epoch=int(reply[1]))
+
+    async def publish_reset(self, node: str, page_id: str, epoch: int) -> None:
+        """Tell the node's subscribers of a reset made in several steps (during a move)."""
+        event = json.dumps({"type": "reset", "page": page_id, "epoch": epoch})
+        client = self._manager.client(node)
+        await self._call(node, lambda: client.publish(EVENTS_CHANNEL, event))
+
+    async def reset_count(self, node: str) -> int:
+        """The node's reset count: every epoch it has handed out is at or below it.
+
+        Read once per process and node, so sent as EVAL: no script cache to miss.
+        """
+        client = self._manager.client(node)
+        reply = await self._call(
+            node,
+            lambda: client.eval(RESET_COUNT_LUA, 2, EPOCHS_KEY, RESETS_KEY),
+        )
+        return int(reply)
+
+    async def _call(self, node: str, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self._manager.call_budget):
+                result = await operation()
+        except Exception as exc:
+            # Not only RedisError and OSError: a peer reset on an idle connection
+            # surfaces from uvloop as a RuntimeError ("the handler is closed"), and
+            # whatever a client library raises, the node could not be used (issue 9).
+            self._manager.mark_down(node, exc)
+            raise NodeUnavailableError(f"redis node {node} is unavailable") from exc
+        self._manager.mark_up(node)
+        return result
