@@ -1,6 +1,7 @@
-# visit-counter API image. Runtime dependencies come from requirements.txt only
-# (pinned); the dev and embedded-node extras are not installed here because the
-# compose file supplies real Redis nodes through REDIS_NODES.
+# visit-counter API image. Runtime dependencies come from requirements.txt only: the
+# lock compiled from pyproject.toml (`make lock`), every package pinned with its hashes
+# and installed in pip's hash-checking mode. The embedded-node extra is not installed
+# because the compose file supplies real Redis nodes through REDIS_NODES.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,9 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/visit-counter
 
-# Dependencies first, so editing app/ does not invalidate this layer.
+# Dependencies first, so editing the code does not invalidate this layer.
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt
 
 # A fixed, unprivileged uid so volume ownership is predictable across rebuilds.
 RUN groupadd --system --gid 10001 app \
@@ -21,6 +22,8 @@ RUN groupadd --system --gid 10001 app \
     && mkdir -p /data \
     && chown app:app /data
 
+# The package (visit_counter/) and the seed layout's doorway to it (app/: app.main:app).
+COPY visit_counter/ ./visit_counter/
 COPY app/ ./app/
 
 # The journal and any other on-disk state live here. Docker seeds an empty named

@@ -4,15 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tools lint format typecheck clean bench load screenshots
+.PHONY: run test test-tools lock lint format typecheck clean bench load screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# requirements.txt is the service's lock (hashes, every transitive package): installed in
+# pip's hash-checking mode, then the tools and the embedded node binary beside it.
 $(STAMP): $(BIN)/python requirements.txt requirements-embedded.txt requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+## lock: recompile requirements.txt (the service's runtime with the postgres extra, hashed)
+## from pyproject.toml's ranges with uv; tests/unit/test_packaging.py checks they agree
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra postgres --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--upgrade -o requirements.txt
 
 ## run: serve on :8000; with REDIS_NODES unset, on embedded nodes at 127.0.0.1:7070-7072
 run: $(STAMP)
@@ -39,12 +49,12 @@ test-tools:
 	$(call apt_install,chromium chromedriver,chromium chromium-driver,test: could not install chromium and chromium-driver; the browser tests will be skipped)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check visit_counter app tests bench
+	$(BIN)/ruff format --check visit_counter app tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format visit_counter app tests bench
+	$(BIN)/ruff check --fix visit_counter app tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
