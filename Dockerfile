@@ -41,9 +41,15 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
 
-# Worker processes: uvicorn reads WEB_CONCURRENCY as the default for --workers,
-# so `docker run -e WEB_CONCURRENCY=4 ...` runs four workers without changing CMD.
-# The HTTP server is uvicorn's httptools one with limits (visit_counter/core/http_limits.py): a request
-# target over 8 KiB gets 414, a request line plus headers over 16 KiB gets 431, a head not
-# complete within HEAD_TIMEOUT_SECONDS gets 408, and a worker holds at most MAX_CONNECTIONS.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", "--http", "visit_counter.core.http_limits:BoundedHttpToolsProtocol", "--no-access-log"]
+# `serve`, not plain uvicorn: it reads and checks the settings and the nodes before any
+# worker starts, so a bad setting stops the container with one line and exit status 2
+# (under `uvicorn --workers N` each worker dies of it and the supervisor respawns it,
+# forever). Worker processes: serve's --workers defaults to WEB_CONCURRENCY, so
+# `docker run -e WEB_CONCURRENCY=4 ...` runs four workers without changing CMD.
+# serve runs uvicorn with uvloop, no access log, and the httptools server with limits
+# (visit_counter/core/http_limits.py): a request target over 8 KiB gets 414, a request
+# line plus headers over 16 KiB gets 431, a head not complete within HEAD_TIMEOUT_SECONDS
+# gets 408, and a worker holds at most MAX_CONNECTIONS. Set REDIS_NODES (compose does):
+# without it serve would start the embedded nodes, whose server the image does not have,
+# and stop (exit status 2).
+CMD ["python", "-m", "app", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -27,7 +27,7 @@ from visit_counter.api.monitoring import router as monitoring_router
 from visit_counter.api.snippet import snippet_router
 from visit_counter.api.v1.api import build_api_router
 from visit_counter.core.bots import bot_filter_for
-from visit_counter.core.config import Settings, SettingsError, load_settings
+from visit_counter.core.config import Settings, SettingsError, load_settings, log_start_notices
 from visit_counter.core.connection_limits import ConnectionGuard, check_open_files
 from visit_counter.core.cors import CorsMiddleware
 from visit_counter.core.errors import CounterError, error_body
@@ -39,6 +39,7 @@ from visit_counter.services.prometheus_dir import open_prometheus
 from visit_counter.services.rate_limit import rate_limiter_for
 from visit_counter.services.storage import open_storage
 from visit_counter.services.visit_counter import VisitCounter
+from visit_counter.sinks.configured import sinks_for
 
 if TYPE_CHECKING:  # imported for real by open_prometheus, once its directory is set
     from visit_counter.services.prometheus_metrics import PrometheusMetrics
@@ -77,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         storage = open_storage(settings)
         manager, nodes = storage.manager, storage.nodes
         await nodes.start()  # raises TopologyError: one line, start-up fails
-        counter = VisitCounter(settings, nodes, storage.store)
+        counter = VisitCounter(settings, nodes, storage.store, sinks_for(settings))
         metrics_log = MetricsLogger(counter, manager, settings.metrics_interval_seconds)
         prometheus: PrometheusMetrics | None = None
         try:
@@ -180,16 +181,32 @@ def _error_response(
     return Response(error_body(code, message), status, headers, media_type="application/json")
 
 
-def __getattr__(name: str) -> FastAPI:
-    """`app.main:app`: build the app from the environment on first access."""
-    if name != "app":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def app_from_environment(*, announce: bool = True) -> FastAPI:
+    """The app, from the environment and `.env`; a bad setting exits with one line.
+
+    `announce`: log the start-up notices (keys that look like misspelt settings,
+    REDIS_NODES unset); `serve` logs them itself, once, so its workers do not.
+    """
     try:
-        settings = load_settings()
+        settings = load_settings(warn_unknown_keys=False)  # logged below, in LOG_FORMAT
         check_open_files(settings)  # the lifespan checks again; here the error is one line
     except SettingsError as exc:
         raise SystemExit(f"visit-counter: {exc}") from None
     configure_logging(settings.debug, settings.log_format)
-    application = create_app(settings)
+    if announce:
+        log_start_notices(settings)
+    return create_app(settings)
+
+
+def serve_worker_app() -> FastAPI:
+    """The app factory `python -m app serve` gives uvicorn: one call per worker."""
+    return app_from_environment(announce=False)
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app`: build the app from the environment on first access."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    application = app_from_environment()
     globals()["app"] = application
     return application

@@ -1,7 +1,9 @@
-"""`python -m app serve`, what `make run` runs: embedded nodes, a clean stop, exit code 0."""
+"""`python -m app serve`, what `make run` and the Docker image run: embedded nodes, a clean
+stop, exit code 0; a bad setting stops it before any worker starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -85,3 +87,57 @@ def test_serve_starts_the_embedded_nodes_counts_and_stops_everything(tmp_path: P
     assert sorted(p.name for p in (tmp_path / "data" / "nodes").iterdir()) == [
         str(node_port) for node_port in EMBEDDED_PORTS
     ]
+
+
+def image_command() -> list[str]:
+    """The Dockerfile's CMD (exec form), run with this interpreter."""
+    (line,) = [
+        line
+        for line in (REPO_ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    ]
+    argv = json.loads(line.removeprefix("CMD "))
+    assert argv[0] == "python", argv
+    return [sys.executable, *argv[1:]]
+
+
+@pytest.mark.parametrize(
+    ("started_as", "web_concurrency"),
+    [("serve --workers 2", None), ("the image's CMD", "2")],
+    ids=["serve --workers 2", "the image's CMD, WEB_CONCURRENCY=2"],
+)
+def test_a_bad_setting_stops_serve_before_any_worker_starts(
+    tmp_path: Path, started_as: str, web_concurrency: str | None
+) -> None:
+    """Exit status 2 and one line, not a supervisor respawning workers that die of it."""
+    env = {key: value for key, value in os.environ.items() if key.upper() not in SETTING_KEYS}
+    env.pop("WEB_CONCURRENCY", None)
+    env.update(VIRTUAL_NODES="abc", DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO_ROOT))
+    if web_concurrency is not None:
+        env["WEB_CONCURRENCY"] = web_concurrency
+    if started_as == "the image's CMD":
+        command = image_command()
+        # Never the image's fixed port, should it get as far as binding one.
+        command[command.index("--port") + 1] = str(free_port())
+    else:
+        command = [sys.executable, "-m", "app", "serve", "--workers", "2"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its workers, if any, die with it below
+    )
+    try:
+        out, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError("serve did not stop on a bad setting") from None
+    assert process.returncode == 2, err
+    assert out == ""
+    assert err.count("\n") == 1, err  # no uvicorn line: no worker, no socket
+    assert err.startswith("visit-counter: invalid configuration: VIRTUAL_NODES: "), err
+    assert not (tmp_path / "data").exists(), "nothing started: no embedded node either"

@@ -7,6 +7,7 @@ Each test pins one promise the files make to whoever runs `docker compose up`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from tests.support.serve_stub import run_serve
+from visit_counter.cli.commands import build_parser, serve
 from visit_counter.core.config import Settings
 from visit_counter.core.http_limits import PROTOCOL_PATH
 from visit_counter.core.node_config import config_warnings
@@ -513,21 +516,46 @@ def test_dockerfile_healthcheck_gets_readiness(
     assert "urllib" in checks[0]
 
 
-def test_dockerfile_exposes_and_serves_8000(
+def image_command(instructions: list[tuple[str, str]]) -> list[str]:
+    """The Dockerfile's CMD, which must be in exec form (a JSON array: no shell in between,
+    so the server is PID 1 and gets the SIGTERM of `docker stop`)."""
+    (command,) = arguments_of(instructions, "CMD")
+    argv = json.loads(command)
+    assert isinstance(argv, list), command
+    assert all(isinstance(part, str) for part in argv), command
+    return argv
+
+
+def test_dockerfile_runs_serve_on_every_interface_port_8000(
     dockerfile_instructions: list[tuple[str, str]],
 ) -> None:
+    """`serve` checks the settings before any worker starts: under plain `uvicorn --workers N`
+    a worker that dies of a bad setting is respawned forever."""
     assert ("EXPOSE", "8000") in dockerfile_instructions
-    commands = arguments_of(dockerfile_instructions, "CMD")
-    assert len(commands) == 1
-    assert '"app.main:app"' in commands[0]
-    assert '"--port", "8000"' in commands[0]
+    argv = image_command(dockerfile_instructions)
+    assert argv[:4] == ["python", "-m", "app", "serve"], argv
+    args = build_parser().parse_args(argv[3:])
+    assert args.handler is serve
+    assert (args.host, args.port) == ("0.0.0.0", 8000)
+    assert "--workers" not in argv, "a fixed --workers would override WEB_CONCURRENCY"
 
 
-def test_dockerfile_serves_with_the_request_head_limits(
+def test_dockerfile_command_serves_with_the_request_head_limits_and_web_concurrency(
     dockerfile_instructions: list[tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    (command,) = arguments_of(dockerfile_instructions, "CMD")
-    assert f'"--http", "{PROTOCOL_PATH}"' in command, "plain httptools has no header limit"
+    """What the image's command hands uvicorn: the bounded protocol (plain httptools has no
+    header limit), no access log, and WEB_CONCURRENCY workers."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    monkeypatch.setenv("REDIS_NODES", COMPOSE_REDIS_NODES)
+    ran = run_serve(monkeypatch, *image_command(dockerfile_instructions)[4:])
+    assert ran["http"] == PROTOCOL_PATH
+    assert ran["access_log"] is False
+    assert ran["loop"] == "uvloop"
+    assert ran["workers"] == 4
+    assert (ran["host"], ran["port"]) == ("0.0.0.0", 8000)
 
 
 def test_compose_passes_the_admin_token_through(app_environment: dict[str, str]) -> None:

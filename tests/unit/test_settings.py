@@ -6,6 +6,7 @@ environment, so neither a developer's `.env` nor their exports can leak in.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from visit_counter import main as service
 from visit_counter.core.config import (
     EMBEDDED_NODES,
     Settings,
     SettingsError,
+    closest_setting,
     load_settings,
+    near_miss_warnings,
     redact_url,
 )
 
@@ -370,6 +374,83 @@ def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
 
 
+# --- keys that look like misspelt settings ---------------------------------------------------
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("key", "setting"),
+    [
+        ("CACHE_TTL", "CACHE_TTL_SECONDS"),  # the unit left out
+        ("REDIS_TIMEOUT_SECONDS", "REDIS_TIMEOUT"),  # a unit added
+        ("VIRTUAL_NODE", "VIRTUAL_NODES"),
+        ("REDIS_PASWORD", "REDIS_PASSWORD"),
+        ("BATCH_INTERVAL_SECOND", "BATCH_INTERVAL_SECONDS"),
+        ("RATE_LIMIT", "RATE_LIMIT_PER_SECOND"),
+    ],
+)
+def test_a_variable_close_to_a_setting_is_warned_at_load(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, key: str, setting: str
+) -> None:
+    monkeypatch.setattr(logging.getLogger("visit_counter"), "propagate", True)
+    monkeypatch.setenv(key, "30")
+    with caplog.at_level(logging.WARNING, logger="visit_counter"):
+        load_settings()
+    assert warnings_of(caplog) == [f"{key}: not a setting; did you mean {setting}?"]
+
+
+def test_a_misspelt_env_file_key_is_warned_without_its_value(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(logging.getLogger("visit_counter"), "propagate", True)
+    (isolated / ".env").write_text("admin_tokn=not-to-be-logged-ever\nVIRTUAL_NODES=7\n")
+    with caplog.at_level(logging.WARNING, logger="visit_counter"):
+        assert load_settings().virtual_nodes == 7
+    assert warnings_of(caplog) == ["admin_tokn (in .env): not a setting; did you mean ADMIN_TOKEN?"]
+
+
+def test_ordinary_variables_and_settings_are_not_warned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ordinary = {
+        key: "x"
+        for key in (
+            "PATH",
+            "HOME",
+            "LANG",
+            "HOSTNAME",
+            "VIRTUAL_ENV",
+            "PYTHONPATH",
+            "WEB_CONCURRENCY",
+            "PROMETHEUS_MULTIPROC_DIR",
+            "REDIS_URL",
+            "REDIS_HOST",
+            "REDIS_PORT",
+            "LOG_LEVEL",
+            "DATA_PATH",
+            "XDG_DATA_DIRS",
+            "cache_ttl",  # lower case: not meant for us in the environment
+        )
+    }
+    settings = {"CACHE_TTL_SECONDS": "3", "virtual_nodes": "7", "Redis_Db": "1"}
+    assert near_miss_warnings({**ordinary, **settings}, settings) == []
+    monkeypatch.setattr(logging.getLogger("visit_counter"), "propagate", True)
+    for key in ordinary:
+        monkeypatch.setenv(key, "x" if key != "PATH" else os.environ.get("PATH", ""))
+    with caplog.at_level(logging.WARNING, logger="visit_counter"):
+        load_settings()
+    warned = " ".join(warnings_of(caplog))
+    assert not any(f"{key}:" in warned for key in ordinary), warned
+
+
+def test_a_setting_itself_has_no_closest_setting() -> None:
+    assert closest_setting("cache_ttl_seconds") is None
+    assert closest_setting("CACHE_TTL") == "CACHE_TTL_SECONDS"
+
+
 # --- the process entry point ------------------------------------------------------------------
 
 
@@ -390,3 +471,42 @@ def test_bad_setting_stops_the_app_import_with_one_line() -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert "VIRTUAL_NODES" in lines[0]
+
+
+def test_the_app_warns_in_its_log_format_when_redis_nodes_is_unset(tmp_path: Path) -> None:
+    """`uvicorn app.main:app` with no REDIS_NODES: one WARNING saying so, as a log line."""
+    env = {key: value for key, value in os.environ.items() if key.upper() not in FIELD_KEYS}
+    env.update(DATA_DIR=str(tmp_path / "data"), CACHE_TTL="30", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", "import app.main; app.main.app"],
+        cwd=tmp_path,  # no .env
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 2, result.stderr
+    assert warnings[0].endswith("CACHE_TTL: not a setting; did you mean CACHE_TTL_SECONDS?")
+    assert " WARNING visit_counter.core.config " in warnings[1]  # the configured format
+    assert warnings[1].endswith(
+        "REDIS_NODES is unset: counting on the embedded default, throwaway local nodes on "
+        f"127.0.0.1:7070-7072 with their data under {tmp_path / 'data' / 'nodes'}; "
+        "set REDIS_NODES for production"
+    )
+
+
+def test_serve_workers_leave_the_start_notices_to_serve(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve logged them once; each worker builds the app without repeating them."""
+    monkeypatch.setattr(service, "configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(logging.getLogger("visit_counter"), "propagate", True)
+    monkeypatch.setenv("CACHE_TTL", "30")
+    with caplog.at_level(logging.INFO, logger="visit_counter"):
+        service.serve_worker_app()
+        assert caplog.records == []
+        service.app_from_environment()  # what `uvicorn app.main:app` builds
+    assert len(warnings_of(caplog)) == 2

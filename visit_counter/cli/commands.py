@@ -15,7 +15,12 @@ placement and the nodes the service uses.
 
 With REDIS_NODES unset, `serve` first starts the three embedded nodes on
 127.0.0.1:7070-7072 (data under DATA_DIR/nodes) and stops them after the
-service has stopped, so the service's final flush still reaches them.
+service has stopped, so the service's final flush still reaches them; it says so
+in a WARNING (INFO with --embedded-ok, which `make run` passes).
+
+`serve` reads and checks the settings and the nodes before any worker starts, so a
+bad one stops it with one line and exit status 2 (the Docker image runs it for this:
+a worker that died of a bad setting would be respawned by uvicorn's supervisor forever).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -30,8 +36,15 @@ from contextlib import ExitStack
 
 import uvicorn
 
+from visit_counter import __version__
 from visit_counter.cli import nodes as nodes_cli
-from visit_counter.core.config import EMBEDDED_PORTS, Settings, SettingsError, load_settings
+from visit_counter.core.config import (
+    EMBEDDED_PORTS,
+    Settings,
+    SettingsError,
+    load_settings,
+    log_start_notices,
+)
 from visit_counter.core.connection_limits import check_open_files
 from visit_counter.core.consistent_hash import ConsistentHashRing
 from visit_counter.core.embedded_nodes import NodeStartError, RedisNodeProcess
@@ -46,6 +59,11 @@ from visit_counter.topology.nodeset import NodeSet, TopologyError
 
 logger = logging.getLogger("visit_counter.cli")
 
+MAX_WORKERS = 1024
+# serve's workers: the app built as `app.main:app` builds it, less the start-up notices
+# serve has logged once already (a factory, so each worker calls it).
+WORKER_APP = "visit_counter.main:serve_worker_app"
+
 
 def _start_embedded_nodes(settings: Settings, stack: ExitStack) -> None:
     for port in EMBEDDED_PORTS:
@@ -56,9 +74,10 @@ def _start_embedded_nodes(settings: Settings, stack: ExitStack) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(warn_unknown_keys=False)  # logged below, in LOG_FORMAT
     check_open_files(settings)  # raised here, the limit is inherited by the workers
     configure_logging(settings.debug, settings.log_format)
+    log_start_notices(settings, embedded_intended=args.embedded_ok)
     # uvicorn re-raises the signal that stopped it once shutdown is complete;
     # with these no-op handlers that re-raise returns here, so the embedded nodes
     # are stopped after the service's final flush and the exit code is 0.
@@ -73,7 +92,8 @@ def serve(args: argparse.Namespace) -> int:
             print(f"visit-counter: {exc}", file=sys.stderr)
             return 2
         uvicorn.run(
-            "visit_counter.main:app",
+            WORKER_APP,
+            factory=True,
             host=args.host,
             port=args.port,
             workers=args.workers,
@@ -180,6 +200,20 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _workers(text: str) -> int:
+    """--workers, or $WEB_CONCURRENCY for its default (argparse parses a string default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a worker count from 1 to {MAX_WORKERS} "
+            "(--workers, or WEB_CONCURRENCY without it)"
+        )
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 3600:
@@ -193,16 +227,51 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"visit-counter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser(
-        "serve", help="serve the API (starting the embedded nodes when REDIS_NODES is unset)"
+        "serve",
+        help="serve the API (starting the embedded nodes when REDIS_NODES is unset)",
+        description="Check the settings and the nodes, then serve the API with uvicorn "
+        "(uvloop, the HTTP protocol with request-head limits of "
+        "visit_counter/core/http_limits.py). With REDIS_NODES unset, first start the "
+        "embedded nodes on 127.0.0.1:7070-7072 and stop them after the service. A bad "
+        "setting or node set stops it before any worker starts: one line, exit status 2.",
     )
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
-    serve_parser.add_argument("--workers", type=int, default=1)
-    serve_parser.add_argument("--access-log", action="store_true", help="log every request")
     serve_parser.add_argument(
-        "--graceful-timeout", type=float, default=10.0, help="seconds to finish open requests"
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve_parser.add_argument(
+        "--port",
+        type=_bounded_int(0, 65535),
+        default=8000,
+        help="port to listen on (default: %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=os.environ.get("WEB_CONCURRENCY") or "1",  # a string: parsed by _workers
+        metavar="N",
+        help="worker processes, each with its own buffer and journal; unless given, "
+        "$WEB_CONCURRENCY when set, else 1 (default: %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (default: off)",
+    )
+    serve_parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to finish open requests at a stop (default: %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--embedded-ok",
+        action="store_true",
+        help="REDIS_NODES unset is intended (make run): log the embedded nodes at INFO, "
+        "not as a WARNING (default: off)",
     )
     serve_parser.set_defaults(handler=serve)
 

@@ -17,7 +17,8 @@ needs no node address or password; the default timeout covers both defaults
 twice over.
 
 Exit status: 0 when every POST was accepted and every count matches; 1 otherwise
-(a refused or unanswered POST, or a count that never matched); 2 for bad arguments,
+(nothing answering at the URL, checked with one GET /health/live before any POST; a
+refused or unanswered POST, or a count that never matched); 2 for bad arguments,
 including a URL that is not a loopback address: this tool never loads another host.
 """
 
@@ -44,10 +45,15 @@ from visit_counter.core.page_id import normalize_page_id
 _READ_CONCURRENCY = 16
 _POLL_SECONDS = 0.2
 _REQUEST_TIMEOUT = 10.0
+_PROBE_CONNECT_TIMEOUT = 2.0  # on loopback a listener answers at once; nothing: refused at once
 
 
 class NotLoopbackError(ValueError):
     """The load test was pointed at something other than this machine."""
+
+
+class NoServiceError(ConnectionError):
+    """Nothing answers HTTP at the load test's URL."""
 
 
 def loopback_base_url(url: str) -> str:
@@ -180,6 +186,19 @@ async def read_back(plan: LoadPlan, client: httpx.AsyncClient, report: LoadRepor
     report.wait_seconds = time.monotonic() - started
 
 
+async def probe(plan: LoadPlan, client: httpx.AsyncClient) -> None:
+    """One GET /health/live, so a URL where nothing listens fails at once (NoServiceError)
+    instead of after every POST and the whole read-back timeout. Any HTTP answer will do."""
+    timeout = httpx.Timeout(_REQUEST_TIMEOUT, connect=_PROBE_CONNECT_TIMEOUT)
+    try:
+        await client.get("/health/live", timeout=timeout)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise NoServiceError(
+            f"nothing answers at {plan.base_url} ({reason}); is the service running?"
+        ) from None
+
+
 async def run_load(plan: LoadPlan, progress: Progress) -> LoadReport:
     limits = httpx.Limits(
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
@@ -188,6 +207,7 @@ async def run_load(plan: LoadPlan, progress: Progress) -> LoadReport:
     async with httpx.AsyncClient(
         base_url=plan.base_url, limits=limits, timeout=_REQUEST_TIMEOUT, trust_env=False
     ) as client:
+        await probe(plan, client)
         report = await post_visits(plan, client, progress)
         await read_back(plan, client, report)
     return report
@@ -268,5 +288,9 @@ def run(
     prefix = prefix or f"load-{secrets.token_hex(4)}"
     normalize_page_id(f"{prefix}-{pages - 1}")  # InvalidPageIdError: reported by the caller
     plan = LoadPlan(base_url, requests, pages, concurrency, timeout, prefix, api_prefix)
-    report = asyncio.run(run_load(plan, progress_bar(requests, sys.stderr)))
+    try:
+        report = asyncio.run(run_load(plan, progress_bar(requests, sys.stderr)))
+    except NoServiceError as exc:
+        print(f"visit-counter load: {exc}", file=sys.stderr)
+        return 1
     return summarize(plan, report, sys.stdout)

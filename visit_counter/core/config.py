@@ -2,27 +2,41 @@
 
 `Settings` is read from the environment and from `.env` in the working directory.
 Tests and the CLI construct it directly, so nothing here reads global state
-except `load_settings()`.
+except `load_settings()` and `unknown_key_warnings()`.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_PORTS = (7070, 7071, 7072)
 EMBEDDED_NODES = tuple(f"redis://127.0.0.1:{port}" for port in EMBEDDED_PORTS)
 MIN_ADMIN_TOKEN_LENGTH = 16
 MIN_VISITOR_SALT_SECRET_LENGTH = 16
+KNOWN_SINKS = ("postgres", "log")
+SQL_COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"  # a plain identifier: no quoting surprises
+SQL_NAME = r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$"
 DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
 
 
 CLUSTER_BATCH_SIZE_LIMIT = 10_000
+# A key that is not a setting is reported when it is this close (difflib's ratio) to one.
+NEAR_MISS_CUTOFF = 0.8
+# Compared without these too, so CACHE_TTL and REDIS_TIMEOUT_SECONDS find their setting.
+_UNIT_SUFFIXES = ("_PER_SECOND", "_SECONDS", "_SECOND", "_SECS", "_SEC", "_MS", "_S")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
@@ -109,6 +123,30 @@ class Settings(BaseSettings):
         le=30 * 86_400,
         description="How long a node remembers an Idempotency-Key: a request repeated "
         "with the same key within this time is acknowledged again and counted once.",
+    )
+
+    # Sinks: stored counts mirrored elsewhere, each batch once (visit_counter/sinks)
+    sinks: str = Field(
+        default="",
+        description="Comma-separated sinks fed at each flush: postgres (needs POSTGRES_DSN), "
+        "log. Empty: none.",
+    )
+    postgres_dsn: SecretStr = Field(
+        default=SecretStr(""), description="libpq connection string of the postgres sink."
+    )
+    postgres_table: str = Field(
+        default="page_visits", pattern=SQL_NAME, description="[schema.]table of the postgres sink"
+    )
+    postgres_key_column: str = Field(default="page_id", pattern=SQL_COLUMN)
+    postgres_hits_column: str = Field(default="hits", pattern=SQL_COLUMN)
+    postgres_upsert: bool = Field(
+        default=True, description="Insert a row for a page that has none (needs a unique key)."
+    )
+    sink_max_pending_batches: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Deliveries a sink's queue holds in memory; the rest wait in its file.",
     )
 
     # Application
@@ -292,6 +330,27 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_MODE=cluster needs REDIS_DB=0: a cluster has database 0 only")
         return self
 
+    @field_validator("sinks")
+    @classmethod
+    def _check_sinks(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in KNOWN_SINKS]
+        if unknown:
+            raise ValueError(f"unknown sink {unknown[0]!r}: choose from {', '.join(KNOWN_SINKS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("a sink is listed twice")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _check_postgres_sink(self) -> Settings:
+        if "postgres" in self.sink_names and not self.postgres_dsn.get_secret_value():
+            raise ValueError("SINKS=postgres needs POSTGRES_DSN (a libpq connection string)")
+        return self
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.sinks.split(",") if name)
+
     @model_validator(mode="after")
     def _check_batching(self) -> Settings:
         if self.max_pending_pages_per_node < self.batch_size_limit:
@@ -326,10 +385,17 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment and `.env`; one readable line per bad key."""
+def settings_of(**values: Any) -> Settings:
+    """Settings from keyword values (setting names in lower case), then the environment and
+    `.env`; SettingsError with one readable line per bad key (a key that names no
+    setting included)."""
+    unknown = [name for name in values if name not in Settings.model_fields]
+    if unknown:
+        close = closest_setting(unknown[0])
+        hint = f"; did you mean {close.lower()}?" if close else ""
+        raise SettingsError(f"{unknown[0]} is not a setting{hint}")
     try:
-        return Settings()
+        return Settings(**values)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -337,3 +403,89 @@ def load_settings() -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{key}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def load_settings(*, warn_unknown_keys: bool = True) -> Settings:
+    """Read settings from the environment and `.env`; one readable line per bad key.
+
+    Then log a WARNING for each key that looks like a misspelt setting (see
+    `unknown_key_warnings`), unless `warn_unknown_keys` is false: the service's entry
+    points log them with `log_start_notices` once their log format is set up.
+    """
+    settings = settings_of()
+    if warn_unknown_keys:
+        for line in unknown_key_warnings():
+            logger.warning("%s", line)
+    return settings
+
+
+def _stem(name: str) -> str:
+    for suffix in _UNIT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def closest_setting(key: str) -> str | None:
+    """The setting (upper case) `key` was probably meant to name, or None: when `key` is a
+    setting itself, or no setting is at least NEAR_MISS_CUTOFF alike, as written or with
+    its unit suffix dropped (CACHE_TTL -> CACHE_TTL_SECONDS, REDIS_NODE -> REDIS_NODES)."""
+    wanted = key.upper()
+    names = [name.upper() for name in Settings.model_fields]
+    if wanted in names:
+        return None
+    score, name = max(
+        (
+            max(
+                difflib.SequenceMatcher(None, wanted, name).ratio(),
+                difflib.SequenceMatcher(None, _stem(wanted), _stem(name)).ratio(),
+            ),
+            name,
+        )
+        for name in names
+    )
+    return name if score >= NEAR_MISS_CUTOFF else None
+
+
+def near_miss_warnings(environ: Mapping[str, str], env_file_keys: Iterable[str]) -> list[str]:
+    """One line per key that is not a setting but close to one (never a value: it may be
+    a secret). Of the environment only upper-case names are checked, so the ordinary
+    variables (PATH, HOME, http_proxy, ...) never warn; every `.env` key is checked."""
+    lines = []
+    checked = set()
+    for key in environ:
+        if key.isupper() and (suggestion := closest_setting(key)) is not None:
+            lines.append(f"{key}: not a setting; did you mean {suggestion}?")
+            checked.add(key.upper())
+    for key in env_file_keys:
+        if key.upper() not in checked and (suggestion := closest_setting(key)) is not None:
+            lines.append(f"{key} (in .env): not a setting; did you mean {suggestion}?")
+    return lines
+
+
+def unknown_key_warnings() -> list[str]:
+    """`near_miss_warnings` for this process's environment and the `.env` Settings reads."""
+    env_file = Path(".env")
+    keys = dotenv_values(env_file, encoding="utf-8") if env_file.is_file() else {}
+    return near_miss_warnings(os.environ, keys)
+
+
+def embedded_nodes_notice(settings: Settings) -> str:
+    """The start-up line for REDIS_NODES unset (see `log_start_notices`)."""
+    ports = f"{EMBEDDED_PORTS[0]}-{EMBEDDED_PORTS[-1]}"
+    return (
+        f"REDIS_NODES is unset: counting on the embedded default, throwaway local nodes on "
+        f"127.0.0.1:{ports} with their data under {settings.data_dir / 'nodes'}; "
+        "set REDIS_NODES for production"
+    )
+
+
+def log_start_notices(settings: Settings, *, embedded_intended: bool = False) -> None:
+    """What a starting service says about its settings, once its logging is set up:
+    a WARNING per misspelt-looking key, and one when REDIS_NODES is unset (INFO instead
+    when `embedded_intended`: `serve --embedded-ok`, what `make run` runs)."""
+    for line in unknown_key_warnings():
+        logger.warning("%s", line)
+    if settings.uses_embedded_nodes:
+        level = logging.INFO if embedded_intended else logging.WARNING
+        logger.log(level, "%s", embedded_nodes_notice(settings))
