@@ -25,32 +25,43 @@ lock: $(STAMP)
 		--upgrade -o requirements.txt
 
 ## run: serve on :8000; with REDIS_NODES unset, on embedded nodes at 127.0.0.1:7070-7072
+## (--embedded-ok: intended here, so serve logs them at INFO, not as a WARNING)
 run: $(STAMP)
-	$(BIN)/python -m app serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --workers $${WORKERS:-1}
+	$(BIN)/python -m app serve --embedded-ok --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --workers $${WORKERS:-1}
 
 ## test: lint, type-check, then the whole suite against real node and server processes
 ## (with apt-get, installs what is missing: redis-tools for the Redis Cluster tests' redis-cli,
-## chromium and chromium-driver for the browser tests, which are skipped without them)
+## chromium and chromium-driver for the browser tests, which are skipped without them, and
+## prometheus for promtool, which lints /metrics and tests the alert rules, skipped without it)
 test: $(STAMP) lint typecheck test-tools
 	$(BIN)/python -m pytest
 
-# $(call apt_install,commands,packages,what happens without them): install the Debian packages
-# when one of the commands is missing and apt-get is there (apt-get update first if need be).
+# $(call apt_install,commands,packages,what happens without them[,then]): install the Debian
+# packages when one of the commands is missing and apt-get is there (apt-get update first if
+# need be); `then` runs once they are installed.
 define apt_install
 	@{ $(foreach command,$(1),command -v $(command) >/dev/null 2>&1 &&) true; } || \
 		! command -v apt-get >/dev/null 2>&1 || \
-		apt-get install -y -qq $(2) >/dev/null 2>&1 || \
-		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; } || \
+		{ { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; } && \
+		{ $(or $(4),true); }; } || \
 		echo "$(3)"
 endef
+
+# Debian's prometheus package (wanted for promtool alone) enables a Prometheus server and starts
+# it where services may start (systemd, or sysvinit without a policy-rc.d that says no): stop it
+# and keep it from starting at boot, so nothing holds :9090 (the compose `monitoring` profile's).
+stop_prometheus_server := { systemctl disable --now prometheus.service || \
+	{ service prometheus stop; update-rc.d prometheus disable; }; } >/dev/null 2>&1 || true
 
 test-tools:
 	$(call apt_install,redis-cli,redis-tools,test: could not install redis-tools; the Redis Cluster tests need redis-cli)
 	$(call apt_install,chromium chromedriver,chromium chromium-driver,test: could not install chromium and chromium-driver; the browser tests will be skipped)
+	$(call apt_install,promtool,--no-install-recommends prometheus,test: could not install prometheus; the promtool tests will be skipped,$(stop_prometheus_server))
 
 lint: $(STAMP)
-	$(BIN)/ruff check visit_counter app tests bench
-	$(BIN)/ruff format --check visit_counter app tests bench
+	$(BIN)/ruff check visit_counter app tests bench examples
+	$(BIN)/ruff format --check visit_counter app tests bench examples
 
 format: $(STAMP)
 	$(BIN)/ruff format visit_counter app tests bench

@@ -35,7 +35,7 @@ def accepted_per_process(directory: Path) -> list[float]:
     for path in sorted(directory.glob("counter_*.db")):
         for family in MultiProcessCollector.merge([str(path)]):  # type: ignore[no-untyped-call]
             for sample in family.samples:
-                if sample.name == "visit_counter_visits_accepted_total":
+                if sample.name == "pagevisits_accepted_total":
                     counts.append(sample.value)
     return counts
 
@@ -54,10 +54,10 @@ async def test_metrics_add_up_both_workers_exactly_and_restart_from_zero(
     await asyncio.sleep(interval * 2)  # one flush interval (and the scheduler's slack)
 
     for samples in await scrape_everywhere(service.url):
-        assert samples.value("visit_counter_visits_accepted_total") == total
-        assert samples.value("visit_counter_visits_stored_total") == total
-        assert samples.value("visit_counter_pending_visits") == 0
-        posts = samples.sum("visit_counter_http_request_duration_seconds_count", method="POST")
+        assert samples.value("pagevisits_accepted_total") == total
+        assert samples.value("pagevisits_stored_total") == total
+        assert samples.value("pagevisits_pending") == 0
+        posts = samples.sum("pagevisits_http_request_duration_seconds_count", method="POST")
         assert posts == total
     per_worker = accepted_per_process(tmp_path / "prometheus")
     assert len(per_worker) == WORKERS
@@ -72,8 +72,8 @@ async def test_metrics_add_up_both_workers_exactly_and_restart_from_zero(
     assert service.terminate() == 0
     restarted = service_factory(redis_nodes, workers=WORKERS, **settings)
     for samples in await scrape_everywhere(restarted.url):
-        assert samples.value("visit_counter_visits_accepted_total") == 0  # last run's files gone
+        assert samples.value("pagevisits_accepted_total") == 0  # last run's files gone
     await post_visits(restarted.url, ["home"], total=10, concurrency=2, keepalive=False)
     await asyncio.sleep(interval * 2)
     for samples in await scrape_everywhere(restarted.url):
-        assert samples.value("visit_counter_visits_accepted_total") == 10
+        assert samples.value("pagevisits_accepted_total") == 10

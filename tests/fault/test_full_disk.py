@@ -116,7 +116,7 @@ async def test_a_disk_filling_up_under_load_costs_no_visit_and_no_process(
         # Pages allocated before the disk filled hold every series asked for above.
         assert [scrape.status_code for scrape in scrapes] == [200, 200, 200]
         final = parse_metrics((await client.get("/metrics")).text)
-        assert final.value("visit_counter_visits_accepted_total") == 800
+        assert final.value("pagevisits_accepted_total") == 800
 
     assert await wait_for_stored(nodes, acked) == acked
     assert_stops_cleanly(service)

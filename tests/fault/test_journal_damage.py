@@ -135,9 +135,9 @@ def test_a_damaged_journal_is_replayed_quarantined_and_reported_until_cleared(
     metrics = get_json(f"{second.url}{API}/metrics")["metrics"]
     assert (metrics["journal_damaged_records"], metrics["journal_damaged_bytes"]) == (1, len(line))
     scrape = parse_metrics(httpx.get(f"{second.url}/metrics", timeout=5.0).text)
-    assert scrape.value("visit_counter_journal_damaged_records_total") == 1
-    assert scrape.value("visit_counter_journal_damaged_bytes_total") == len(line)
-    assert scrape.value("visit_counter_journal_quarantined_files") == 1
+    assert scrape.value("pagevisits_journal_damaged_records_total") == 1
+    assert scrape.value("pagevisits_journal_damaged_bytes_total") == len(line)
+    assert scrape.value("pagevisits_journal_quarantined_files") == 1
 
     # Another process on the same data directory, which claimed nothing, reports it too.
     third = service_factory([node], **settings)
@@ -169,6 +169,6 @@ def test_a_damaged_journal_is_replayed_quarantined_and_reported_until_cleared(
 
     def gauge_cleared() -> bool:  # every process sets it at its next sync
         scrape = parse_metrics(httpx.get(f"{second.url}/metrics", timeout=5.0).text)
-        return scrape.value("visit_counter_journal_quarantined_files") == 0
+        return scrape.value("pagevisits_journal_quarantined_files") == 0
 
     wait_until(gauge_cleared, "the quarantine gauge reads 0")

@@ -174,7 +174,7 @@ def test_a_crawler_browser_is_answered_but_not_counted_and_servers_always_are(
     assert visits(client, "landing") == 2
     metrics = client.get(f"{API}/metrics").json()["metrics"]
     assert metrics["bots_rejected"] == 3
-    assert "visit_counter_bots_rejected_total 3.0" in client.get("/metrics").text
+    assert "pagevisits_bots_rejected_total 3.0" in client.get("/metrics").text
 
 
 def test_count_bots_turns_the_filter_off(make_client: ClientFactory) -> None:

@@ -54,23 +54,23 @@ def test_metrics_count_visits_batches_cache_and_requests_by_route_template(
         assert client.post(f"{API}/visit/bad%00page").status_code == 422
         client.get(f"{API}/visits/{pages[0]}")  # a miss, read from the node
         client.get(f"{API}/visits/{pages[0]}")  # a hit
-        wait_until(lambda: scrape(client).value("visit_counter_visits_stored_total") == 7)
+        wait_until(lambda: scrape(client).value("pagevisits_stored_total") == 7)
         samples = scrape(client)
 
-    assert samples.value("visit_counter_visits_accepted_total") == 7
-    assert samples.value("visit_counter_pending_pages") == 0
-    assert samples.value("visit_counter_pending_visits") == 0
-    assert samples.value("visit_counter_journal_batches") == 0
-    assert samples.value("visit_counter_cache_hits_total") == 1
-    assert samples.value("visit_counter_cache_misses_total") == 1
+    assert samples.value("pagevisits_accepted_total") == 7
+    assert samples.value("pagevisits_pending_pages") == 0
+    assert samples.value("pagevisits_pending") == 0
+    assert samples.value("pagevisits_journal_batches") == 0
+    assert samples.value("pagevisits_cache_hits_total") == 1
+    assert samples.value("pagevisits_cache_misses_total") == 1
     nodes = {redact_url(node.url) for node in redis_nodes}
-    assert samples.label_values("visit_counter_node_up", "node") == nodes
-    assert all(value == 1 for value in samples.values("visit_counter_node_up"))
-    assert samples.sum("visit_counter_flush_batches_total", outcome="stored") >= 1
-    assert samples.sum("visit_counter_flush_batches_total", outcome="failed") == 0
-    assert samples.sum("visit_counter_flush_duration_seconds_count") >= 1
+    assert samples.label_values("pagevisits_node_up", "node") == nodes
+    assert all(value == 1 for value in samples.values("pagevisits_node_up"))
+    assert samples.sum("pagevisits_flush_batches_total", outcome="stored") >= 1
+    assert samples.sum("pagevisits_flush_batches_total", outcome="failed") == 0
+    assert samples.sum("pagevisits_flush_duration_seconds_count") >= 1
 
-    duration = "visit_counter_http_request_duration_seconds_count"
+    duration = "pagevisits_http_request_duration_seconds_count"
     assert samples.sum(duration, route=VISIT_ROUTE, method="POST", status="200") == 7
     assert samples.sum(duration, route=VISIT_ROUTE, method="POST", status="422") == 1
     assert samples.sum(duration, route=f"{API}/visits/{{page_id:path}}", method="GET") == 2
@@ -86,7 +86,7 @@ def test_unmatched_paths_share_one_route_label(
             client.get(path)
         client.post(f"{API}/visit/a/b")
         samples = scrape(client)
-    routes = samples.label_values("visit_counter_http_request_duration_seconds_count", "route")
+    routes = samples.label_values("pagevisits_http_request_duration_seconds_count", "route")
     assert "unmatched" in routes
     assert not any("nope" in route or "a/b" in route for route in routes), routes
 
@@ -187,7 +187,7 @@ def test_nodes_that_can_lose_counts_are_reported_once_each(
         assert sum(node.url in line for line in logged) == 1, logged
     assert not any(safe.url in line for line in logged)
 
-    gauge = "visit_counter_node_config_warnings"
+    gauge = "pagevisits_node_config_warnings"
     assert samples.sum(gauge, node=safe.url) == 0
     assert samples.sum(gauge, node=unpersisted.url) == 1
 

@@ -34,5 +34,5 @@ def test_a_wiped_node_shows_in_status_and_metrics(
         assert identity_before is not None
         assert identity_before.decode() in replaced[redis_nodes[1].url]
         metrics = client.get("/metrics").text
-        assert f'visit_counter_node_replaced{{node="{redis_nodes[1].url}"}} 1.0' in metrics
-        assert f'visit_counter_node_replaced{{node="{redis_nodes[0].url}"}} 0.0' in metrics
+        assert f'pagevisits_node_replaced{{node="{redis_nodes[1].url}"}} 1.0' in metrics
+        assert f'pagevisits_node_replaced{{node="{redis_nodes[0].url}"}} 0.0' in metrics

@@ -41,7 +41,7 @@ for run in range(3):
         for _ in range(run + 1):
             client.post("/api/v1/counter/visit/page")
         text = client.get("/metrics").text
-    (line,) = [l for l in text.splitlines() if l.startswith("visit_counter_visits_accepted_total")]
+    (line,) = [l for l in text.splitlines() if l.startswith("pagevisits_accepted_total")]
     print(run, float(line.split()[-1]))
 from prometheus_client import values
 print("multiprocess", values.ValueClass is not values.MutexValue)

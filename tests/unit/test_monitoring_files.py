@@ -1,8 +1,10 @@
-"""The `monitoring` compose profile agrees with the app: Prometheus, Grafana, the dashboard.
+"""The `monitoring` compose profile agrees with the app: Prometheus, Grafana, the dashboard,
+the alert rules.
 
-Every metric a dashboard panel queries must be one the app exports: the names
-come from a scrape of a real app (not a list kept here), so renaming a metric
-without fixing the dashboard fails this test.
+Every metric a dashboard panel or an alert rule queries must be one the app exports: the
+names come from a scrape of a real app (not a list kept here), so renaming a metric without
+fixing the dashboard or the rules fails this test. promtool checks the Prometheus config and
+the rules, and runs the rules' unit tests (deploy/prometheus/alerts.test.yml).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import SettingsFactory
 from tests.support.metrics import parse_metrics
+from tests.support.promtool import find_promtool, run_promtool
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 from visit_counter.main import create_app
 
@@ -26,6 +29,8 @@ DASHBOARD = REPO_ROOT / "deploy/grafana/dashboards/visit-counter.json"
 PROMETHEUS_CONFIG = REPO_ROOT / "deploy/prometheus.yml"
 DATASOURCES = REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"
 DASHBOARD_PROVIDERS = REPO_ROOT / "deploy/grafana/provisioning/dashboards/visit-counter.yml"
+ALERT_RULES = REPO_ROOT / "deploy/prometheus/alerts.yml"
+ALERT_TESTS = REPO_ROOT / "deploy/prometheus/alerts.test.yml"
 
 # PromQL words that are not metric names (functions are recognised by their "(").
 PROMQL_KEYWORDS = {
@@ -75,6 +80,18 @@ def exported_names(redis_nodes: list[RedisNodeProcess], make_settings: SettingsF
         client.post("/api/v1/counter/visit/page")
         text = client.get("/metrics").text
     return parse_metrics(text).names
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    rules: list[dict[str, Any]] = [rule for group in groups for rule in group["rules"]]
+    return rules
+
+
+@pytest.fixture
+def promtool() -> str:
+    return find_promtool()
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +151,10 @@ def test_the_dashboard_shows_what_the_issue_asks_for(dashboard: dict[str, Any]) 
         for target in panel.get("targets", []):
             queried |= metric_names_in(target["expr"])
     assert {
-        "visit_counter_visits_accepted_total",  # visits/s
-        "visit_counter_flush_duration_seconds_bucket",  # flush latency
-        "visit_counter_pending_pages",  # pending pages
-        "visit_counter_node_up",  # node health
+        "pagevisits_accepted_total",  # visits/s
+        "pagevisits_flush_duration_seconds_bucket",  # flush latency
+        "pagevisits_pending_pages",  # pending pages
+        "pagevisits_node_up",  # node health
     } <= queried
 
 
@@ -194,3 +211,71 @@ def test_the_datasource_points_at_the_prometheus_service(services: dict[str, Any
     (source,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     assert source["url"] == "http://prometheus:9090"
     assert "9090:9090" in [str(port) for port in services["prometheus"].get("ports", [])]
+
+
+# -- alert rules -------------------------------------------------------------------------------
+
+
+def test_prometheus_loads_the_alert_rules(services: dict[str, Any]) -> None:
+    """rule_files, relative to the config, names alerts.yml here and in the container."""
+    (rule_file,) = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+    assert (PROMETHEUS_CONFIG.parent / rule_file).resolve() == ALERT_RULES.resolve()
+    config_in_container = next(
+        arg.split("=", 1)[1]
+        for arg in services["prometheus"]["command"]
+        if arg.startswith("--config.file=")
+    )
+    in_container = Path(config_in_container).parent / rule_file
+    mounts = bind_mounts(services["prometheus"])
+    (directory,) = [target for target in mounts if in_container.is_relative_to(target)]
+    assert mounts[directory] / in_container.relative_to(directory) == ALERT_RULES.resolve()
+
+
+def test_the_alerts_the_issue_asks_for_are_there(alert_rules: list[dict[str, Any]]) -> None:
+    alerts = {rule["alert"]: rule for rule in alert_rules}
+    assert {
+        "PageVisitsNodeDown",
+        "PageVisitsFlushesFailing",
+        "PageVisitsJournalGrowing",
+        "PageVisitsAcknowledgedNotStored",
+    } <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        assert {"summary", "description"} <= set(rule["annotations"]), name
+
+
+def test_every_alert_queries_only_metrics_the_app_exports(
+    alert_rules: list[dict[str, Any]], exported_names: set[str]
+) -> None:
+    for rule in alert_rules:
+        names = metric_names_in(rule["expr"])
+        assert names, f"{rule['alert']}: no metric in {rule['expr']!r}"
+        unknown = names - exported_names
+        assert not unknown, f"{rule['alert']} queries {sorted(unknown)}, not exported"
+
+
+def test_every_alert_is_tested_firing_and_not_firing(alert_rules: list[dict[str, Any]]) -> None:
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert tests["rule_files"] == [ALERT_RULES.name]
+    firing, quiet = set(), set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    alerts = {rule["alert"] for rule in alert_rules}
+    assert alerts - firing == set(), "alerts never tested firing"
+    assert alerts - quiet == set(), "alerts never tested quiet"
+
+
+def test_promtool_checks_the_prometheus_config_and_the_rules(promtool: str) -> None:
+    config = run_promtool(promtool, "check", "config", str(PROMETHEUS_CONFIG))
+    assert config.returncode == 0, config.stdout + config.stderr
+    assert "SUCCESS: 1 rule files found" in config.stdout, config.stdout
+    rules = run_promtool(promtool, "check", "rules", str(ALERT_RULES))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS" in rules.stdout, rules.stdout
+
+
+def test_promtool_unit_tests_of_the_alerts_pass(promtool: str) -> None:
+    done = run_promtool(promtool, "test", "rules", ALERT_TESTS.name, cwd=ALERT_TESTS.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout, done.stdout

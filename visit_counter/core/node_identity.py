@@ -12,7 +12,7 @@ as the PING. Two things give a node's loss of data away (issue 9):
   either way, pages the ring now places on it lost the counts they had.
 
 Both are reported loudly (ERROR log, `/status` `redis_status.replaced_nodes`,
-Prometheus `visit_counter_node_replaced`) for the life of the process. A node's
+Prometheus `pagevisits_node_replaced`) for the life of the process. A node's
 restart with its data (AOF) keeps its identity and is not reported.
 """
 
