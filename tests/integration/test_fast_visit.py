@@ -55,6 +55,19 @@ def test_invalid_ids_get_the_same_error_as_the_fastapi_routes(
     assert fast.json()["error"] == "invalid_page_id"
 
 
+@pytest.mark.parametrize("page_id", ["%0A", "a%0A%0Db", "%0Ax/y"])
+def test_an_id_with_a_line_feed_is_a_422_whatever_the_query(
+    client: TestClient, page_id: str
+) -> None:
+    """FastAPI's `{page_id:path}` cannot match a line feed; the edge gives the id's 422."""
+    for answer in (
+        client.post(f"{API}/visit/{page_id}?via=fastapi"),
+        client.get(f"{API}/visits/{page_id}?via=fastapi"),
+    ):
+        assert answer.status_code == 422
+        assert answer.json()["error"] == "invalid_page_id"
+
+
 def test_an_empty_id_is_a_422(client: TestClient) -> None:
     response = client.post(f"{API}/visit/")
     assert response.status_code == 422
@@ -118,7 +131,7 @@ def test_a_visit_repeated_with_its_key_is_answered_again_and_counted_once(
     assert client.get(f"{API}/visits/keyed").json()["visits"] == 2
     metrics = client.get(f"{API}/metrics").json()["metrics"]
     assert (metrics["visits_accepted"], metrics["visits_repeated"]) == (4, 2)
-    assert "visit_counter_visits_repeated_total 2.0" in client.get("/metrics").text
+    assert "pagevisits_repeated_total 2.0" in client.get("/metrics").text
 
 
 @pytest.mark.parametrize("key", ["has space", "x" * 129, ""], ids=["space", "long", "empty"])

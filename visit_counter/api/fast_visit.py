@@ -7,7 +7,9 @@ This middleware answers both routes itself, with the same validation and the
 same code as their FastAPI twins in `endpoints/counter.py` (`visit_answers.py`),
 which stay registered for the OpenAPI docs and answer whatever this passes on: a
 query string other than `return=count` and `idempotency_key=…`, and every other
-route. The request body is never read.
+route. The request body is never read. A page id holding a line feed is refused
+here whatever the query: Starlette's `{page_id:path}` cannot match it, so FastAPI
+would answer 404 instead of the page id's 422.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ class FastVisitRoute:
                 if query is not None:
                     await self._visit(scope, send, *query)
                     return
-            elif (
-                method == "GET" and path.startswith(self._visits_path) and not scope["query_string"]
-            ):
-                await self._read(scope, send)
-                return
+                if "\n" in path:  # no FastAPI route matches it: the id's own 422, not a 404
+                    await self._visit(scope, send, False, None)
+                    return
+            elif method == "GET" and path.startswith(self._visits_path):
+                if not scope["query_string"] or "\n" in path:
+                    await self._read(scope, send)
+                    return
         await self.app(scope, receive, send)
 
     async def _visit(self, scope: Scope, send: Send, return_count: bool, key: bytes | None) -> None:
