@@ -30,7 +30,7 @@ from visit_counter.core.bots import bot_filter_for
 from visit_counter.core.config import Settings, SettingsError, load_settings, log_start_notices
 from visit_counter.core.connection_limits import ConnectionGuard, check_open_files
 from visit_counter.core.cors import CorsMiddleware
-from visit_counter.core.errors import CounterError, error_body
+from visit_counter.core.errors import CounterError, NotStartedError, error_body
 from visit_counter.core.http_limits import STATE_KEY as CONNECTION_GUARD_KEY
 from visit_counter.core.logging import configure_logging
 from visit_counter.core.middleware import ProcessTimeMiddleware, RequestStats
@@ -56,14 +56,33 @@ class CounterApp(FastAPI):
     edge: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.edge is not None and scope["type"] == "http":
-            await self.edge(scope, receive, send)
+        if scope["type"] == "http":
+            if "runtime" not in scope.get("state", ()):
+                await _not_started(send)
+            elif self.edge is not None:
+                await self.edge(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
     async def starlette_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself, behind the edge."""
         await super().__call__(scope, receive, send)
+
+
+async def _not_started(send: Send) -> None:
+    """A clear 503 where the engine is missing: its lifespan did not run, which is what a
+    `Mount` inside another app does unless the host's lifespan enters this one's."""
+    error = NotStartedError(
+        "the service's lifespan has not run: an app that mounts it must enter it in its own "
+        "lifespan (`async with service.router.lifespan_context(service) as state: yield "
+        "state`), or count with VisitCounterMiddleware instead"
+    )
+    body = error_body(error.code, error.message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -30,16 +30,24 @@ class ServiceProcess:
         workers: int = 1,
         open_files: tuple[int, int] | None = None,
         app_dir: Path | None = None,
+        target: str = "app.main:app",
+        ready_path: str = "/status",
     ) -> None:
         """`open_files`: the (soft, hard) RLIMIT_NOFILE the server starts with; `app_dir`:
         the directory holding the `app` package to run (default: this checkout's), e.g.
-        an older release's unpacked for an upgrade test."""
+        an older release's unpacked for an upgrade test, or another project's app
+        (`target`, answering 200 at `ready_path` once up) with this checkout's
+        `visit_counter` on its PYTHONPATH."""
         self.port = free_port()
         self.app_dir = app_dir or REPO_ROOT
+        self.target = target
+        self.ready_path = ready_path
         self.workers = workers
         self.open_files = open_files
         self.log_path = log_path
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        if self.app_dir != REPO_ROOT:  # this checkout's visit_counter (and HTTP protocol)
+            self._env["PYTHONPATH"] = str(REPO_ROOT)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +66,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         command = [
-            sys.executable, "-m", "uvicorn", "app.main:app",
+            sys.executable, "-m", "uvicorn", self.target,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
             # The server the Dockerfile and `python -m app serve` run: httptools with head limits.
@@ -79,7 +87,7 @@ class ServiceProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"service exited at start:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/status", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

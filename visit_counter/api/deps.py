@@ -93,10 +93,14 @@ def page_id_of(request: Request, route: str) -> str:
     """The canonical page id of `<prefix>/counter/<route>/{page_id:path}` (422 if none).
 
     Read from the decoded path itself, not the path parameter: the router's match
-    drops a trailing newline (`%0A`), which must be refused, not ignored.
+    drops a trailing newline (`%0A`), which must be refused, not ignored. The path is
+    taken below `root_path` (a Mount's prefix, or uvicorn's --root-path), as routing is.
     """
     settings: Settings = request.state.runtime.settings
-    raw = request.scope["path"].removeprefix(f"{settings.api_prefix}/counter/{route}/")
+    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    raw = path.removeprefix(f"{settings.api_prefix}/counter/{route}/")
     keep = settings.page_id_trailing_slash == "keep"
     return normalize_page_id(raw, keep_trailing_slash=keep)
 

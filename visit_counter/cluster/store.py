@@ -56,7 +56,7 @@ from visit_counter.cluster.buckets import (
 from visit_counter.cluster.scripts import APPLY_LUA, READ_LUA, RESET_LUA, RESETS_COUNTER_KEY
 from visit_counter.core.errors import NodeUnavailableError
 from visit_counter.services.batch import EVENTS_CHANNEL, Batch
-from visit_counter.services.node_store import ApplyResult, PageRead, ResetResult
+from visit_counter.services.node_store import ApplyResult, PageRead, ResetResult, repeats_of
 
 if TYPE_CHECKING:
     from visit_counter.cluster.manager import ClusterManager
@@ -126,12 +126,15 @@ class ClusterStore:
         dropped: dict[str, int] = {}
         earlier: list[str] = []
         repeats = 0
+        repeated: dict[str, int] = {}
         for pages, answer in zip(pages_of_call, answers, strict=True):
             reply = answer.reply
             if int(reply[0]) == 0:
                 earlier.extend(pages)
                 continue
-            repeats += int(reply[-1])
+            total, by_page = repeats_of(reply, pages)
+            repeats += total
+            repeated.update(by_page)
             for index, page_id in enumerate(pages):
                 value, epoch = int(reply[1 + 2 * index]), int(reply[2 + 2 * index])
                 if value >= 0:
@@ -146,6 +149,7 @@ class ClusterStore:
             dropped=dropped,
             applied_before=tuple(earlier),
             repeats=repeats,
+            repeated=repeated,
         )
 
     async def read(

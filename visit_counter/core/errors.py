@@ -67,6 +67,13 @@ class NotReadyError(CounterError):
     code = "not_ready"
 
 
+class NotStartedError(CounterError):
+    """The app's lifespan never ran (e.g. mounted in another app that does not enter it)."""
+
+    status_code = 503
+    code = "not_started"
+
+
 class UnauthorizedError(CounterError):
     """An admin route was called without `Authorization: Bearer <ADMIN_TOKEN>`."""
 

@@ -74,11 +74,25 @@ class CounterMetricValues(BaseModel):
 HealthState = Literal["healthy", "degraded", "unhealthy"]
 
 
+class SinkStatus(BaseModel):
+    """One sink's queue in this worker (SINKS; visit_counter/sinks)."""
+
+    name: str
+    pending: int = Field(description="Stored batches not handed to the sink yet.")
+    delivered: int = Field(description="Batches the sink applied.")
+    duplicates: int = Field(description="Batches handed over again that the sink had applied.")
+    failures: int = Field(description="Attempts that failed (each is retried).")
+    lost: int = Field(description="Batches dropped: queue full and its file not writable.")
+    damaged: int = Field(description="Unreadable records skipped in claimed queue files.")
+    last_error: str | None = Field(description="Why the last attempt failed; null once one works.")
+
+
 class CounterMetrics(BaseModel):
     status: HealthState
     metrics: CounterMetricValues
     redis_nodes: dict[str, bool]
     last_batch_write: datetime | None
+    sinks: list[SinkStatus] = Field(default_factory=list)
 
 
 class TopologyStatus(BaseModel):

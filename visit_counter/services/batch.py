@@ -248,7 +248,8 @@ end
 #        writer alone; "" when the batch is sent to another node than its own),
 #        keyed pages, key window in ms, then count and tag per page, then per keyed
 #        page: its index among the pages, how many keys, the keys]
-# Returns [1 = applied, then per page: new count or -1, epoch, then the repeats]
+# Returns [1 = applied, then per page: new count or -1, epoch, then the repeats, then
+#          per page with repeats: its index (1-based) and how many]
 # | [0] (applied before) | [2, write floor] (sealed at a topology version whose routing
 # is gone: re-route it). The applied check comes first: a batch stored before a move is
 # a duplicate, not stale. A repeated key's visit is not added (its page's count is
@@ -315,6 +316,13 @@ if next(stored) ~= nil then
   redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
 end
 out[#out + 1] = repeated
+-- Then, per page with repeats: its index and how many (the sinks mirror what was added).
+for i, seen in pairs(repeats) do
+  if seen > 0 then
+    out[#out + 1] = i
+    out[#out + 1] = seen
+  end
+end
 return out
 """.replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
 )

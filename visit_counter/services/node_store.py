@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from redis.commands.core import AsyncScript
@@ -53,6 +53,31 @@ class ApplyResult:
     applied_before: tuple[str, ...] = ()
     # Keyed visits the node had seen the key of (G10): acknowledged twice, counted once.
     repeats: int = 0
+    # The same per page, for the pages that had any.
+    repeated: dict[str, int] = field(default_factory=dict)
+
+    def added(self, batch: Batch) -> dict[str, int]:
+        """What this reply says the node added per page: the batch's count less repeats,
+        for the pages it stored now. For a retry whose first reply was lost (`applied`
+        False, or `applied_before`), the batch as sent: what the node dropped then is
+        not known any more."""
+        if not self.applied and self.stale is None:
+            return {page: count for page, (count, _) in batch.increments.items()}
+        added = {page: batch.increments[page][0] for page in self.applied_before}
+        for page in self.stored:
+            amount = batch.increments[page][0] - self.repeated.get(page, 0)
+            if amount > 0:
+                added[page] = amount
+        return added
+
+
+def repeats_of(reply: list[Any], pages: list[str]) -> tuple[int, dict[str, int]]:
+    """The repeats at the end of an apply reply (after a count and an epoch per page):
+    the total, then (page index, repeats) pairs."""
+    at = 1 + 2 * len(pages)
+    pairs = reply[at + 1 :]
+    repeated = {pages[int(pairs[j]) - 1]: int(pairs[j + 1]) for j in range(0, len(pairs), 2)}
+    return int(reply[at]), repeated
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +193,10 @@ class NodeStore:
                 stored[page_id] = value
             else:
                 dropped[page_id] = epoch
-        return ApplyResult(applied=True, stored=stored, dropped=dropped, repeats=int(reply[-1]))
+        repeats, repeated = repeats_of(reply, pages)
+        return ApplyResult(
+            applied=True, stored=stored, dropped=dropped, repeats=repeats, repeated=repeated
+        )
 
     async def read(
         self, node: str, page_id: str, mark: str, *, role: int = 0, move: int | None = None

@@ -92,6 +92,9 @@ class Shipper:
         self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
         self.on_reset: Callable[[str, int], None] = lambda page_id, epoch: None
         self.on_retired: Callable[[str], None] = lambda name: None
+        # Told of every batch a node stored (or had stored: a retry), before it leaves the
+        # outbox or the journal, so a crash in between offers it again, never not at all.
+        self.on_stored: Callable[[Batch, ApplyResult], None] = lambda batch, result: None
 
     @property
     def _topology(self) -> Topology:
@@ -353,6 +356,7 @@ class Shipper:
             return False
         if result.stale is not None:
             return await self._reroute(name, outbox, batch, result.stale)
+        self.on_stored(batch, result)
         from_journal = outbox.inflight_offset is not None
         outbox.acknowledge()
         if from_journal:

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from visit_counter.core.config import Settings
@@ -36,6 +36,8 @@ from visit_counter.services.quarantine import QuarantinedFile, quarantined
 from visit_counter.services.shipping import BatchObserver, Shipper
 from visit_counter.services.stats import CounterStats
 from visit_counter.services.visit_log import VisitLog
+from visit_counter.sinks.base import Sink
+from visit_counter.sinks.fanout import SinkFanout
 from visit_counter.topology.document import Topology
 from visit_counter.topology.nodeset import NodeSet
 
@@ -58,8 +60,15 @@ def new_writer_id() -> str:
 
 
 class VisitCounter:
-    def __init__(self, settings: Settings, nodes: NodeSet, store: CountStore | None = None) -> None:
-        """`store`: where counts are kept (by default, the node set's ring nodes)."""
+    def __init__(
+        self,
+        settings: Settings,
+        nodes: NodeSet,
+        store: CountStore | None = None,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        """`store`: where counts are kept (by default, the node set's ring nodes).
+        `sinks`: where each stored batch is mirrored too, exactly once (visit_counter/sinks)."""
         self._settings = settings
         self._nodes = nodes
         self._manager = nodes.manager
@@ -90,6 +99,14 @@ class VisitCounter:
         )
         self._shipper.on_reset = self._hear_reset
         self._shipper.on_retired = self._retire
+        self.sinks = SinkFanout(
+            sinks,
+            settings.data_dir / "sinks",
+            self.writer,
+            max_in_memory=settings.sink_max_pending_batches,
+            shutdown_seconds=settings.shutdown_flush_timeout_seconds,
+        )
+        self._shipper.on_stored = self.sinks.offer
         self._refusing = self._shipper.refusing  # the same set, read on the hot path
         self._resets = 0  # resets and topology changes seen: a read racing one is redone
         self._events: dict[str, NodeEvents] = {}
@@ -171,6 +188,7 @@ class VisitCounter:
         unknown = self._fencing.unknown_floors()
         if unknown:
             logger.warning("reset counts not read yet (nodes unreachable): %s", ", ".join(unknown))
+        self.sinks.start()  # before the journals replay: their batches are offered too
         for batch, offset in self.journal.claim_orphans(self.topology.ring_at):
             # A batch for a node that left the topology is asked about on a node that
             # stayed: the mover copied the removed node's applied marks to each of them.
@@ -198,6 +216,7 @@ class VisitCounter:
         if self.visit_log is not None:
             self.visit_log.close(remove=complete)
         self.journal.close(keep=not complete)
+        await self.sinks.aclose()  # last: the final flush's batches were offered to them
         logger.info(
             "shutdown: %d visits stored this run, %d visits in %d batches left in the journal",
             self.stats.visits_stored,
@@ -216,6 +235,7 @@ class VisitCounter:
         if self.visit_log is not None:
             self.visit_log.close(remove=False)
         self.journal.close(keep=True)
+        await self.sinks.abandon()
 
     @property
     def closed(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -23,6 +24,7 @@ from visit_counter.schemas.counter import (
     CounterMetricValues,
     CounterReset,
     ErrorBody,
+    SinkStatus,
     VisitCount,
     VisitRecorded,
 )
@@ -155,4 +157,5 @@ async def get_metrics(runtime: RuntimeDep) -> CounterMetrics:
         ),
         redis_nodes=node_status,
         last_batch_write=stats.last_batch_write,
+        sinks=[SinkStatus(**asdict(queue)) for queue in counter.sinks.stats()],
     )

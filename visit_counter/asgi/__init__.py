@@ -1,0 +1,1 @@
+"""ASGI pieces for embedding the counter in other apps."""
