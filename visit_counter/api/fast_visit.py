@@ -63,10 +63,13 @@ class FastVisitRoute:
                 if "\n" in path:  # no FastAPI route matches it: the id's own 422, not a 404
                     await self._visit(scope, send, False, None)
                     return
-            elif method == "GET" and path.startswith(self._visits_path):
-                if not scope["query_string"] or "\n" in path:
-                    await self._read(scope, send)
-                    return
+            elif (
+                method == "GET"
+                and path.startswith(self._visits_path)
+                and (not scope["query_string"] or "\n" in path)
+            ):
+                await self._read(scope, send)
+                return
         await self.app(scope, receive, send)
 
     async def _visit(self, scope: Scope, send: Send, return_count: bool, key: bytes | None) -> None:
