@@ -67,6 +67,7 @@ RATIOS: tuple[tuple[str, Operand, Operand | None, tuple[str, float] | None], ...
     ("issue 15: throughput c/h (GET, cache hit)", ("rps", "c"), ("rps", "h"), (">=", 0.70)),
     ("issue 15: throughput j/h (POST ?return=count)", ("rps", "j"), ("rps", "h"), (">=", 0.70)),
     ("issue 15: throughput d/h (GET, cache miss)", ("rps", "d"), ("rps", "h"), (">=", 0.35)),
+    ("throughput m/h (GET, cache miss, 10,000 pages)", ("rps", "m"), ("rps", "h"), None),
     ("issue 15: batch ingest, visits/s (k)", ("visits", "k"), None, (">=", 1_000_000)),
 )
 

@@ -67,6 +67,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         LoadSpec("GET", f"{API}/counter/visits/{HOT_PAGE}"),
     ),
     Scenario(
+        "m",
+        "GET visits, cache miss, 10,000 pages",
+        f"`GET {API}/counter/visits/page-N`, N uniform in 0..9999, CACHE_TTL_SECONDS=0: reads "
+        "of one page rarely overlap, so each is its own round trip",
+        NO_CACHE,
+        LoadSpec("GET", f"{API}/counter/visits/page-{{page}}", pages=SPREAD_PAGES),
+    ),
+    Scenario(
         "j",
         "POST visit and read, hot page",
         f"`POST {API}/counter/visit/{HOT_PAGE}?return=count`: counts, answers the count",

@@ -111,6 +111,7 @@ class VisitCounter:
         self._resets = 0  # resets and topology changes seen: a read racing one is redone
         self._events: dict[str, NodeEvents] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # closing nodes that left
+        self._reads: dict[str, asyncio.Task[VisitCount]] = {}  # node reads under way, by page
         self._started = False
         nodes.subscribe(self._on_topology)
 
@@ -201,6 +202,7 @@ class VisitCounter:
         await self._shipper.stop(wait_for_drains=wait_for_drains)
         await asyncio.gather(*(events.aclose() for events in self._events.values()))
         await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._reads.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
@@ -367,13 +369,35 @@ class VisitCounter:
             return VisitCount(visits, "in_memory", stale=not healthy)
         if healthy:
             with contextlib.suppress(NodeUnavailableError):
-                return await self._read_through(page_id)
+                return await self._shared_read(page_id)
         last_known = self.cache.last_known(page_id)
         if last_known is None:
             raise NodeUnavailableError(
                 f"the node holding page {page_id!r} is unavailable and its count is unknown"
             )
         return VisitCount(last_known + self._own_pending(page_id, owner), "in_memory", stale=True)
+
+    async def _shared_read(self, page_id: str) -> VisitCount:
+        """`_read_through`, one at a time per page: a read that finds one under way waits
+        for its answer instead of sending its own (a hot page whose cache entry expired
+        costs one round trip, not one per request). As exact as a read of its own: the
+        answer is taken after the node answered, its own pending included, and only if no
+        flush, reset or topology change of this worker ran while it was under way (else it
+        is read again); and reads of a page never overlap, so none sees an older count than
+        one answered before it."""
+        read = self._reads.get(page_id)
+        if read is None:
+            read = asyncio.ensure_future(self._read_through(page_id))
+            self._reads[page_id] = read
+            read.add_done_callback(functools.partial(self._read_done, page_id))
+        # Shielded: a reader that goes away (its client hung up) leaves the read to the others.
+        return await asyncio.shield(read)
+
+    def _read_done(self, page_id: str, read: asyncio.Task[VisitCount]) -> None:
+        if self._reads.get(page_id) is read:
+            del self._reads[page_id]
+        if not read.cancelled():
+            read.exception()  # retrieved here: every reader may have gone
 
     async def _read_through(self, page_id: str) -> VisitCount:
         acks = self._shipper.acks
@@ -382,18 +406,18 @@ class VisitCounter:
             owner, source = topology.read_owners(page_id)
             nodes = (owner,) if source is None else (source, owner)
             before = (*(acks.get(name) for name in nodes), self._resets)
-            parts = await asyncio.gather(
-                *(
-                    self._store.read(
-                        name,
-                        page_id,
-                        self.outbox(name).inflight_mark or "",
-                        role=0 if source is None else (1 if name == source else -1),
-                        move=topology.move,
-                    )
-                    for name in nodes
+            reads = (
+                self._store.read(
+                    name,
+                    page_id,
+                    self.outbox(name).inflight_mark or "",
+                    role=0 if source is None else (1 if name == source else -1),
+                    move=topology.move,
                 )
+                for name in nodes
             )
+            # One node (no move): awaited as it is; gather would wrap it in a task.
+            parts = [await next(reads)] if source is None else await asyncio.gather(*reads)
             if any(part.topology_version > topology.version for part in parts):
                 await self._nodes.refresh()  # a node knows a newer topology: read by it
                 continue
