@@ -6,7 +6,6 @@ test, dropped after it; and a TCP proxy in front of it for the faults a sink mus
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -16,6 +15,8 @@ from typing import Literal
 
 import psycopg
 import pytest
+
+from tests.support.proxy import Connection, LoopbackProxy
 
 BASE_DSN = os.environ.get("PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
@@ -62,75 +63,37 @@ def pg_schema() -> Iterator[PgSchema]:
 Mode = Literal["pass", "lose_commit_reply", "refuse"]
 
 
-class PgProxy:
+class PgProxy(LoopbackProxy):
     """Loopback proxy to PostgreSQL. `lose_commit_reply`: the next COMMIT reaches the
     server (which commits) but its reply is dropped and the connection cut. `refuse`:
     new connections are closed at once and open ones cut (the database is down)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5432) -> None:
-        self.target = (host, port)
+    def __init__(self, port: int = 5432) -> None:
+        super().__init__(port)
         self.mode: Mode = "pass"
         self.commit_replies_lost = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     def dsn(self, schema: PgSchema) -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=test " + (
+        return (
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=test "
             f"options=-csearch_path={schema.name}"
         )
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+    @property
+    def refusing(self) -> bool:
+        return self.mode == "refuse"
+
+    def marks(self, request: bytes) -> bool:
+        return self.mode == "lose_commit_reply" and b"COMMIT" in request
+
+    def drops(self, connection: Connection) -> bool:
+        if not connection.marked:
+            return False
+        self.commit_replies_lost += 1
+        self.mode = "pass"  # once
+        return True
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
         if mode == "refuse":
-            for writer in list(self._writers):
-                writer.close()
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        if self.mode == "refuse":
-            client.close()
-            return
-        server_reader, server = await asyncio.open_connection(*self.target)
-        self._writers.update((client, server))
-        commit_sent = asyncio.Event()
-        try:
-            await asyncio.gather(
-                self._pipe(reader, server, commit_sent, replies=False),
-                self._pipe(server_reader, client, commit_sent, replies=True),
-            )
-        finally:
-            for writer in (client, server):
-                self._writers.discard(writer)
-                writer.close()
-
-    async def _pipe(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        commit_sent: asyncio.Event,
-        *,
-        replies: bool,
-    ) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if not replies and self.mode == "lose_commit_reply" and b"COMMIT" in data:
-                    commit_sent.set()
-                if replies and commit_sent.is_set():
-                    self.commit_replies_lost += 1
-                    self.mode = "pass"  # once
-                    writer.close()
-                    return
-                writer.write(data)
-                await writer.drain()
-        writer.close()
+            self.close_connections()

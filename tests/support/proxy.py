@@ -20,29 +20,119 @@ from typing import Literal
 Mode = Literal["pass", "lose_replies", "refuse"]
 
 
-class FaultProxy:
+class Connection:
+    """One client's connection through a proxy: whether its marked request went by."""
+
+    def __init__(self) -> None:
+        self.marked = False
+
+
+class LoopbackProxy:
+    """A loopback TCP proxy to `target_port`; subclasses say which requests mark their
+    connection (`marks`), when a reply is dropped with the connection cut (`drops`), and
+    whether new connections are refused (`refusing`)."""
+
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.mode: Mode = "pass"
         self.port = 0
-        self.replies_lost = 0
-        self.latency = 0.0
+        self.latency = 0.0  # seconds every reply chunk waits before it is passed on
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+    def refusing(self) -> bool:
+        return False
+
+    def marks(self, request: bytes) -> bool:
+        return False
+
+    def drops(self, connection: Connection) -> bool:
+        return False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def close_connections(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.close_connections()
+            await self._server.wait_closed()
+
+    async def _handle(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        if self.refusing:
+            client.close()
+            return
+        target_reader, target = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((client, target))
+        connection = Connection()
+        try:
+            await asyncio.gather(
+                self._pipe(client_reader, target, connection, replies=False),
+                self._pipe(target_reader, client, connection, replies=True),
+            )
+        finally:
+            for writer in (client, target):
+                self._writers.discard(writer)
+                writer.close()
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: Connection,
+        *,
+        replies: bool,
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if not replies and self.marks(data):
+                    connection.marked = True
+                if replies and self.drops(connection):
+                    writer.close()
+                    return
+                if replies and self.latency:
+                    await asyncio.sleep(self.latency)
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+
+class FaultProxy(LoopbackProxy):
+    """In front of a Redis node (see the module docstring)."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.mode: Mode = "pass"
+        self.replies_lost = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def refusing(self) -> bool:
+        return self.mode == "refuse"
+
+    def marks(self, request: bytes) -> bool:
+        return b"EVALSHA" in request.upper()
+
+    def drops(self, connection: Connection) -> bool:
+        if self.mode == "lose_replies" and connection.marked:
+            self.replies_lost += 1
+            return True
+        return False
+
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
         if mode != "pass":
-            for writer in list(self._writers):
-                writer.close()
+            self.close_connections()
 
     def reset_all(self) -> int:
         """Abort every open connection with RST (SO_LINGER 0); return how many."""
@@ -53,51 +143,3 @@ class FaultProxy:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
         return len(writers)
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-
-    async def _handle(
-        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
-    ) -> None:
-        if self.mode == "refuse":
-            client.close()
-            return
-        node_reader, node = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers.update((client, node))
-        script_sent = asyncio.Event()
-        try:
-            await asyncio.gather(
-                self._pipe(client_reader, node, script_sent, replies=False),
-                self._pipe(node_reader, client, script_sent, replies=True),
-            )
-        finally:
-            for writer in (client, node):
-                self._writers.discard(writer)
-                writer.close()
-
-    async def _pipe(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        script_sent: asyncio.Event,
-        *,
-        replies: bool,
-    ) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if not replies and b"EVALSHA" in data.upper():
-                    script_sent.set()
-                if replies and self.mode == "lose_replies" and script_sent.is_set():
-                    self.replies_lost += 1
-                    writer.close()
-                    return
-                if replies and self.latency:
-                    await asyncio.sleep(self.latency)
-                writer.write(data)
-                await writer.drain()
-        writer.close()

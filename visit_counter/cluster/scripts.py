@@ -65,15 +65,7 @@ for i = 1, count do
   end
   out[#out + 1] = current
 end
-out[#out + 1] = repeated
--- Then, per page with repeats: its index and how many (the sinks mirror what was added).
-for i, seen in pairs(repeats) do
-  if seen > 0 then
-    out[#out + 1] = i
-    out[#out + 1] = seen
-  end
-end
-return out
+return with_repeats(out, repeats, repeated)
 """
 )
 

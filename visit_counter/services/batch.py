@@ -240,6 +240,19 @@ local function record_batch_keys(keyed, first_set, at, window)
   end
   return repeats, repeated
 end
+
+-- An apply script's reply ends with the total of repeats, then, per page with repeats,
+-- its index among the pages and how many (the sinks mirror what was added).
+local function with_repeats(out, repeats, repeated)
+  out[#out + 1] = repeated
+  for i, seen in pairs(repeats) do
+    if seen > 0 then
+      out[#out + 1] = i
+      out[#out + 1] = seen
+    end
+  end
+  return out
+end
 """
 
 # KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
@@ -315,15 +328,7 @@ end
 if next(stored) ~= nil then
   redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
 end
-out[#out + 1] = repeated
--- Then, per page with repeats: its index and how many (the sinks mirror what was added).
-for i, seen in pairs(repeats) do
-  if seen > 0 then
-    out[#out + 1] = i
-    out[#out + 1] = seen
-  end
-end
-return out
+return with_repeats(out, repeats, repeated)
 """.replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
 )
 

@@ -45,6 +45,7 @@ from visit_counter.services.journal_format import (
     record_text,
     split_damaged,
 )
+from visit_counter.services.orphans import orphan_lock
 from visit_counter.services.quarantine import DamagedLine, FileDamage, quarantine
 from visit_counter.services.visit_log import (
     SegmentRead,
@@ -173,20 +174,9 @@ class Journal:
         for path in sorted(self.directory.glob("*.jsonl")):
             if path == self.path:
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # another process claimed it first
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its writer is alive
-                if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
-                    continue
-                claimed.extend(self._claim(path, path.name.removesuffix(".jsonl"), ring_at))
-            finally:
-                os.close(fd)
+            with orphan_lock(path) as orphaned:
+                if orphaned:
+                    claimed.extend(self._claim(path, path.name.removesuffix(".jsonl"), ring_at))
         return claimed
 
     def _claim(

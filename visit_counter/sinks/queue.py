@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visit_counter.services.journal_format import DamagedRecordError, encode_record, record_text
+from visit_counter.services.orphans import orphan_lock
 from visit_counter.sinks.base import Delivery, Sink
 
 logger = logging.getLogger(__name__)
@@ -303,16 +304,8 @@ class SinkQueue:
 
     def _claim(self, path: Path) -> None:
         """Take a dead writer's undelivered deliveries into this queue, then remove its file."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return  # claimed by another process
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # its writer is alive
-            if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
+        with orphan_lock(path) as orphaned:
+            if not orphaned:
                 return
             taken = offset = 0
             with open(path, "rb") as file:
@@ -326,5 +319,3 @@ class SinkQueue:
             os.fsync(self._fd)
             path.unlink()
             logger.info("sink %s: claimed %d deliveries from %s", self.sink.name, taken, path.name)
-        finally:
-            os.close(fd)
