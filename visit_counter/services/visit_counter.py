@@ -20,7 +20,6 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from visit_counter.core.config import Settings
 from visit_counter.core.consistent_hash import ConsistentHashRing
@@ -30,9 +29,10 @@ from visit_counter.services.cache import StoredCountCache
 from visit_counter.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from visit_counter.services.fencing import ResetFencing
 from visit_counter.services.journal import Journal
-from visit_counter.services.node_store import CountStore, NodeStore, PageRead
+from visit_counter.services.node_store import CountStore, NodeStore
 from visit_counter.services.outbox import NodeOutbox
 from visit_counter.services.quarantine import QuarantinedFile, quarantined
+from visit_counter.services.reads import READ_ATTEMPTS, PageReader, VisitCount
 from visit_counter.services.shipping import BatchObserver, Shipper
 from visit_counter.services.stats import CounterStats
 from visit_counter.services.visit_log import VisitLog
@@ -42,15 +42,6 @@ from visit_counter.topology.document import Topology
 from visit_counter.topology.nodeset import NodeSet
 
 logger = logging.getLogger(__name__)
-
-_READ_ATTEMPTS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class VisitCount:
-    visits: int
-    served_via: str  # "in_memory" or "redis_<port>"
-    stale: bool = False
 
 
 def new_writer_id() -> str:
@@ -108,10 +99,11 @@ class VisitCounter:
         )
         self._shipper.on_stored = self.sinks.offer
         self._refusing = self._shipper.refusing  # the same set, read on the hot path
-        self._resets = 0  # resets and topology changes seen: a read racing one is redone
         self._events: dict[str, NodeEvents] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # closing nodes that left
-        self._reads: dict[str, asyncio.Task[VisitCount]] = {}  # node reads under way, by page
+        self.reader = PageReader(
+            nodes, self._store, self.cache, self._shipper, self._buffered, self._queued_for
+        )
         self._started = False
         nodes.subscribe(self._on_topology)
 
@@ -202,7 +194,7 @@ class VisitCounter:
         await self._shipper.stop(wait_for_drains=wait_for_drains)
         await asyncio.gather(*(events.aclose() for events in self._events.values()))
         await asyncio.gather(*self._retiring, return_exceptions=True)
-        await asyncio.gather(*self._reads.values(), return_exceptions=True)
+        await self.reader.aclose()
 
     async def aclose(self) -> None:
         """Stop the tasks, flush within the shutdown budget, journal whatever is left."""
@@ -352,91 +344,9 @@ class VisitCounter:
     # -- reads and resets ------------------------------------------------------
 
     async def get_visits(self, page_id: str) -> VisitCount:
-        """Stored count + this process's pending increments (read your writes).
-
-        Other workers' increments appear once they flush (one flush interval).
-        While the owner node is down, the last known count is returned marked
-        stale (even from a fresh cache entry: nothing can confirm it); with
-        nothing known, NodeUnavailableError. While the page moves between nodes,
-        both are read (see visit_counter/topology/scripts.py) and the cache is not used.
-        """
-        owner, source = self.topology.read_owners(page_id)
-        involved = (owner,) if source is None else (owner, source)
-        healthy = all(self._manager.is_healthy(name) for name in involved)
-        cached = self.cache.fresh(page_id) if source is None else None
-        if cached is not None:
-            visits = cached + self._own_pending(page_id, owner)
-            return VisitCount(visits, "in_memory", stale=not healthy)
-        if healthy:
-            with contextlib.suppress(NodeUnavailableError):
-                return await self._shared_read(page_id)
-        last_known = self.cache.last_known(page_id)
-        if last_known is None:
-            raise NodeUnavailableError(
-                f"the node holding page {page_id!r} is unavailable and its count is unknown"
-            )
-        return VisitCount(last_known + self._own_pending(page_id, owner), "in_memory", stale=True)
-
-    async def _shared_read(self, page_id: str) -> VisitCount:
-        """`_read_through`, one at a time per page: a read that finds one under way waits
-        for its answer instead of sending its own (a hot page whose cache entry expired
-        costs one round trip, not one per request). As exact as a read of its own: the
-        answer is taken after the node answered, its own pending included, and only if no
-        flush, reset or topology change of this worker ran while it was under way (else it
-        is read again); and reads of a page never overlap, so none sees an older count than
-        one answered before it."""
-        read = self._reads.get(page_id)
-        if read is None:
-            read = asyncio.ensure_future(self._read_through(page_id))
-            self._reads[page_id] = read
-            read.add_done_callback(functools.partial(self._read_done, page_id))
-        # Shielded: a reader that goes away (its client hung up) leaves the read to the others.
-        return await asyncio.shield(read)
-
-    def _read_done(self, page_id: str, read: asyncio.Task[VisitCount]) -> None:
-        if self._reads.get(page_id) is read:
-            del self._reads[page_id]
-        if not read.cancelled():
-            read.exception()  # retrieved here: every reader may have gone
-
-    async def _read_through(self, page_id: str) -> VisitCount:
-        acks = self._shipper.acks
-        for _ in range(_READ_ATTEMPTS):
-            topology = self.topology
-            owner, source = topology.read_owners(page_id)
-            nodes = (owner,) if source is None else (source, owner)
-            before = (*(acks.get(name) for name in nodes), self._resets)
-            reads = (
-                self._store.read(
-                    name,
-                    page_id,
-                    self.outbox(name).inflight_mark or "",
-                    role=0 if source is None else (1 if name == source else -1),
-                    move=topology.move,
-                )
-                for name in nodes
-            )
-            # One node (no move): awaited as it is; gather would wrap it in a task.
-            parts = [await next(reads)] if source is None else await asyncio.gather(*reads)
-            if any(part.topology_version > topology.version for part in parts):
-                await self._nodes.refresh()  # a node knows a newer topology: read by it
-                continue
-            stored = sum(part.count for part in parts)
-            pending = self.pending.get(page_id, 0) + sum(
-                self._queued_for(page_id, name, part.applied_seq)
-                for name, part in zip(nodes, parts, strict=True)
-            )
-            if before == (*(acks.get(name) for name in nodes), self._resets):
-                # No flush, reset or topology change ran meanwhile: stored and pending agree.
-                if source is None:
-                    self.cache.put(page_id, stored)
-                return VisitCount(stored + pending, self._served_via(owner, parts))
-        return VisitCount(stored + pending, self._served_via(owner, parts))
-
-    def _served_via(self, owner: str, parts: list[PageRead]) -> str:
-        """`redis_<port>` of the server that answered for the owner (cluster: per slot)."""
-        port = parts[-1].port or self._manager.port(owner)
-        return f"redis_{port}"
+        """Stored count + this process's pending increments (read your writes); see
+        `PageReader.get_visits` for what a read promises."""
+        return await self.reader.get_visits(page_id)
 
     async def reset(self, page_id: str) -> None:
         """Set the page to 0 on its node(s) and in every worker (pub/sub, well under a second).
@@ -446,7 +356,7 @@ class VisitCounter:
         with at least the old owner's new epoch; every worker is told once both
         are done (see visit_counter/topology/scripts.py).
         """
-        for _ in range(_READ_ATTEMPTS):
+        for _ in range(READ_ATTEMPTS):
             topology = self.topology
             owners = topology.reset_owners(page_id)
             least, refused = 0, False
@@ -490,10 +400,10 @@ class VisitCounter:
         for outbox in self._shipper.outboxes.values():
             outbox.forget(page_id)
         self.cache.discard(page_id)
-        self._resets += 1
+        self.reader.changed()
 
-    def _own_pending(self, page_id: str, owner: str) -> int:
-        return self.pending.get(page_id, 0) + self._queued_for(page_id, owner, 0)
+    def _buffered(self, page_id: str) -> int:
+        return self.pending.get(page_id, 0)
 
     def _queued_for(self, page_id: str, node: str, applied_seq: int) -> int:
         """The page's increments in the node's outbox, not yet in its count (see outbox.py)."""
@@ -521,7 +431,7 @@ class VisitCounter:
         """
         for name in new.nodes:
             self._add_node(name)
-        self._resets += 1
+        self.reader.changed()
         self.cache.clear()
         if old.write_ring.nodes != new.write_ring.nodes:
             self._shipper.seal_for_ring_change(old)

@@ -1,0 +1,153 @@
+"""GET's engine: a page's stored count plus this process's pending visits, from the cache
+or from the page's node(s), one read per page under way at a time.
+
+`VisitCounter` owns the buffer and the outboxes and tells the reader when a reset or a
+topology change happened (`changed`): a node read that raced one is done again, so the
+stored part and the pending part of an answer always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from visit_counter.core.errors import NodeUnavailableError
+from visit_counter.services.cache import StoredCountCache
+from visit_counter.services.node_store import CountStore, PageRead
+from visit_counter.services.shipping import Shipper
+from visit_counter.topology.nodeset import NodeSet
+
+READ_ATTEMPTS = 3  # a read (or a reset) that keeps racing changes gives up after this many
+
+
+@dataclass(frozen=True, slots=True)
+class VisitCount:
+    visits: int
+    served_via: str  # "in_memory" or "redis_<port>"
+    stale: bool = False
+
+
+class PageReader:
+    """Reads for one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        nodes: NodeSet,
+        store: CountStore,
+        cache: StoredCountCache,
+        shipper: Shipper,
+        buffered: Callable[[str], int],
+        queued_for: Callable[[str, str, int], int],
+    ) -> None:
+        """`buffered(page)`: the page's visits in the buffer; `queued_for(page, node,
+        applied_seq)`: its visits in the node's outbox that are not in the node's count."""
+        self._nodes = nodes
+        self._manager = nodes.manager
+        self._store = store
+        self._cache = cache
+        self._shipper = shipper
+        self._buffered = buffered
+        self._queued_for = queued_for
+        self._generation = 0  # resets and topology changes seen: a read racing one is redone
+        self._reads: dict[str, asyncio.Task[VisitCount]] = {}  # node reads under way, by page
+
+    def changed(self) -> None:
+        """A reset or a topology change: node reads under way must not be trusted."""
+        self._generation += 1
+
+    async def aclose(self) -> None:
+        """Wait for the node reads under way (each bounded by the node call budget)."""
+        await asyncio.gather(*self._reads.values(), return_exceptions=True)
+
+    async def get_visits(self, page_id: str) -> VisitCount:
+        """Stored count + this process's pending increments (read your writes).
+
+        Other workers' increments appear once they flush (one flush interval).
+        While the owner node is down, the last known count is returned marked
+        stale (even from a fresh cache entry: nothing can confirm it); with
+        nothing known, NodeUnavailableError. While the page moves between nodes,
+        both are read (see visit_counter/topology/scripts.py) and the cache is not used.
+        """
+        owner, source = self._nodes.topology.read_owners(page_id)
+        involved = (owner,) if source is None else (owner, source)
+        healthy = all(self._manager.is_healthy(name) for name in involved)
+        cached = self._cache.fresh(page_id) if source is None else None
+        if cached is not None:
+            visits = cached + self._own_pending(page_id, owner)
+            return VisitCount(visits, "in_memory", stale=not healthy)
+        if healthy:
+            with contextlib.suppress(NodeUnavailableError):
+                return await self._shared_read(page_id)
+        last_known = self._cache.last_known(page_id)
+        if last_known is None:
+            raise NodeUnavailableError(
+                f"the node holding page {page_id!r} is unavailable and its count is unknown"
+            )
+        return VisitCount(last_known + self._own_pending(page_id, owner), "in_memory", stale=True)
+
+    async def _shared_read(self, page_id: str) -> VisitCount:
+        """`_read_through`, one at a time per page: a read that finds one under way waits
+        for its answer instead of sending its own (a hot page whose cache entry expired
+        costs one round trip, not one per request). As exact as a read of its own: the
+        answer is taken after the node answered, its own pending included, and only if no
+        flush, reset or topology change of this worker ran while it was under way (else it
+        is read again); and reads of a page never overlap, so none sees an older count than
+        one answered before it."""
+        read = self._reads.get(page_id)
+        if read is None:
+            read = asyncio.ensure_future(self._read_through(page_id))
+            self._reads[page_id] = read
+            read.add_done_callback(functools.partial(self._read_done, page_id))
+        # Shielded: a reader that goes away (its client hung up) leaves the read to the others.
+        return await asyncio.shield(read)
+
+    def _read_done(self, page_id: str, read: asyncio.Task[VisitCount]) -> None:
+        if self._reads.get(page_id) is read:
+            del self._reads[page_id]
+        if not read.cancelled():
+            read.exception()  # retrieved here: every reader may have gone
+
+    async def _read_through(self, page_id: str) -> VisitCount:
+        acks = self._shipper.acks
+        for _ in range(READ_ATTEMPTS):
+            topology = self._nodes.topology
+            owner, source = topology.read_owners(page_id)
+            nodes = (owner,) if source is None else (source, owner)
+            before = (*(acks.get(name) for name in nodes), self._generation)
+            reads = (
+                self._store.read(
+                    name,
+                    page_id,
+                    self._shipper.outboxes[name].inflight_mark or "",
+                    role=0 if source is None else (1 if name == source else -1),
+                    move=topology.move,
+                )
+                for name in nodes
+            )
+            # One node (no move): awaited as it is; gather would wrap it in a task.
+            parts = [await next(reads)] if source is None else await asyncio.gather(*reads)
+            if any(part.topology_version > topology.version for part in parts):
+                await self._nodes.refresh()  # a node knows a newer topology: read by it
+                continue
+            stored = sum(part.count for part in parts)
+            pending = self._buffered(page_id) + sum(
+                self._queued_for(page_id, name, part.applied_seq)
+                for name, part in zip(nodes, parts, strict=True)
+            )
+            if before == (*(acks.get(name) for name in nodes), self._generation):
+                # No flush, reset or topology change ran meanwhile: stored and pending agree.
+                if source is None:
+                    self._cache.put(page_id, stored)
+                return VisitCount(stored + pending, self._served_via(owner, parts))
+        return VisitCount(stored + pending, self._served_via(owner, parts))
+
+    def _served_via(self, owner: str, parts: list[PageRead]) -> str:
+        """`redis_<port>` of the server that answered for the owner (cluster: per slot)."""
+        port = parts[-1].port or self._manager.port(owner)
+        return f"redis_{port}"
+
+    def _own_pending(self, page_id: str, owner: str) -> int:
+        return self._buffered(page_id) + self._queued_for(page_id, owner, 0)
