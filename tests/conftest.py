@@ -8,7 +8,7 @@ next test. Nothing here ever touches a server on a fixed port.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.support.cluster import LocalCluster
+from tests.support.postgres import PgProxy, PgSchema, pg_schema
 from tests.support.service import ServiceProcess
 from visit_counter.core.config import Settings
 from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port
@@ -190,3 +191,19 @@ def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
     yield factory
     for service in started:
         service.kill()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PgSchema]:
+    """A schema of its own on the machine's PostgreSQL, dropped after the test."""
+    with pg_schema() as created:
+        yield created
+
+
+@pytest.fixture
+async def pg_proxy() -> AsyncIterator[PgProxy]:
+    """A proxy in front of that PostgreSQL, for lost replies and outages."""
+    proxy = PgProxy()
+    await proxy.start()
+    yield proxy
+    await proxy.aclose()

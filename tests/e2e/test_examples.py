@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ServiceFactory, node_urls, service_env
-from tests.support.postgres import PgSchema, pg_schema
+from tests.support.postgres import PgSchema
 from tests.support.service import REPO_ROOT, ServiceProcess
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 
@@ -29,13 +29,12 @@ EXAMPLES = REPO_ROOT / "examples"
 
 
 @pytest.fixture
-def schema() -> Iterator[PgSchema]:
-    with pg_schema() as created:
-        created.execute(
-            f"CREATE TABLE {created.table('asset_downloads')}"
-            " (asset_id text PRIMARY KEY, downloads bigint NOT NULL DEFAULT 0)"
-        )
-        yield created
+def schema(postgres: PgSchema) -> PgSchema:
+    postgres.execute(
+        f"CREATE TABLE {postgres.table('asset_downloads')}"
+        " (asset_id text PRIMARY KEY, downloads bigint NOT NULL DEFAULT 0)"
+    )
+    return postgres
 
 
 def shown_downloads(app: ServiceProcess, asset: str) -> int:
