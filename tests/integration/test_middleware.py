@@ -19,6 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.types import Scope
 
 from tests.conftest import SettingsFactory, node_urls
+from tests.support.cluster import LocalCluster
+from tests.support.on_cluster import cluster_counts
 from visit_counter import LogSink, VisitCounterMiddleware
 from visit_counter.core.config import Settings, SettingsError
 from visit_counter.core.embedded_nodes import RedisNodeProcess
@@ -170,3 +172,18 @@ async def test_sinks_get_each_stored_batch(
     assert lines
     assert all(line.startswith("sink log: batch ") for line in lines)
     assert sum(int(line.split(", ")[-1].split()[0]) for line in lines) == 4
+
+
+@pytest.mark.cluster
+async def test_the_middleware_counts_on_a_redis_cluster_too(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster")
+    with TestClient(host_app(settings=settings)) as client:
+        for asset in ("a1", "b2", "a1"):
+            assert client.get(f"/downloads/{asset}").status_code == 200
+        client.get("/about")
+    assert cluster_counts(cluster, ["downloads/{asset_id}", "about"]) == {
+        "downloads/{asset_id}": 3,
+        "about": 1,
+    }
