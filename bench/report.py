@@ -61,7 +61,9 @@ RATIOS: tuple[tuple[str, Operand, Operand | None, tuple[str, float] | None], ...
     ("p99 i/b (a node paused vs all up)", ("p99", "i"), ("p99", "b"), ("<=", 1.1)),
     ("throughput i/b (a node paused vs all up)", ("rps", "i"), ("rps", "b"), None),
     ("Redis commands per 1,000 visits, a", ("cmds", "a"), None, ("<", 2)),
-    ("Redis commands per 1,000 visits, b", ("cmds", "b"), None, ("<", 1050)),
+    # Issue 13's budget with the analytics structures written (issue 4's was < 1,050 when a
+    # flush wrote the count alone; the top set adds a ZADD per page).
+    ("Redis commands per 1,000 visits, b (issue 13)", ("cmds", "b"), None, ("<=", 4000)),
     ("Redis commands per visit, b vs f (b/f)", ("cmds", "b"), ("cmds", "f"), None),
     ("issue 15: throughput a/h (hot POST vs raw ASGI)", ("rps", "a"), ("rps", "h"), (">=", 0.80)),
     ("issue 15: throughput c/h (GET, cache hit)", ("rps", "c"), ("rps", "h"), (">=", 0.70)),

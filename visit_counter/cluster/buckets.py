@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import mmh3
 
-from visit_counter.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX
+from visit_counter.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX, TOP_KEY
 
 BUCKETS = 1024
 
@@ -46,6 +46,11 @@ def idempotency_set_key(page_id: str) -> str:
 def applied_key(bucket: int) -> str:
     """The hash of applied marks (writer|node -> seq) for the pages of `bucket`."""
     return f"vc:batches:{_tag(bucket)}"
+
+
+def top_key(bucket: int) -> str:
+    """`vc:top:{b<n>}`: the bucket's pages scored by their counts (see TOP_KEY)."""
+    return f"{TOP_KEY}:{_tag(bucket)}"
 
 
 def epochs_key(bucket: int) -> str:

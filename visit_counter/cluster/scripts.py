@@ -18,7 +18,7 @@ from visit_counter.services.batch import IDEMPOTENCY_LUA
 RESETS_COUNTER_KEY = "vc:resets"
 
 # KEYS: [applied marks of the bucket, epochs of the bucket, page keys..., then the
-#        idempotency key set of each keyed page]
+#        idempotency key set of each keyed page, then the bucket's top set]
 # ARGV: [seq, mark field, keyed pages, key window in ms, then page id, count and tag per
 #        page, then per keyed page: its index among the pages, how many keys, the keys]
 # Returns [1, then per page: new count or -1, epoch, then the repeats] | [0] (this group
@@ -36,7 +36,7 @@ if seq <= last then
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
 local keyed = tonumber(ARGV[3])
-local count = #KEYS - 2 - keyed
+local count = #KEYS - 3 - keyed  -- the last key is the bucket's top set
 local pages = {}
 for i = 1, count do
   pages[i] = ARGV[3 * i + 2]
@@ -56,7 +56,9 @@ for i = 1, count do
   if current <= tonumber(ARGV[3 * i + 4]) then
     local amount = tonumber(ARGV[3 * i + 3]) - (repeats[i] or 0)
     if amount > 0 then
-      out[#out + 1] = redis.call('INCRBY', KEYS[i + 2], amount)
+      local value = redis.call('INCRBY', KEYS[i + 2], amount)
+      redis.call('ZADD', KEYS[#KEYS], value, pages[i])
+      out[#out + 1] = value
     else
       out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
     end
@@ -77,7 +79,7 @@ local applied = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 return {value, applied}
 """
 
-# KEYS: [page key, epochs of its bucket]
+# KEYS: [page key, epochs of its bucket, top set of its bucket]
 # ARGV: [page id, channel, least epoch (the counter's new value), publish (1/0)]
 # Returns the page's new epoch.
 RESET_LUA = """
@@ -85,6 +87,7 @@ local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local epoch = math.max(current + 1, tonumber(ARGV[3]))
 redis.call('HSET', KEYS[2], ARGV[1], epoch)
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 if ARGV[4] == '1' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
 end

@@ -46,16 +46,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from visit_counter.cluster import CLUSTER_NODE, CLUSTER_TOPOLOGY_VERSION
 from visit_counter.cluster.buckets import (
+    BUCKETS,
     applied_key,
     bucket_of,
     epochs_key,
     group_by_bucket,
     idempotency_set_key,
     page_key,
+    top_key,
 )
 from visit_counter.cluster.scripts import APPLY_LUA, READ_LUA, RESET_LUA, RESETS_COUNTER_KEY
 from visit_counter.core.errors import NodeUnavailableError
-from visit_counter.services.batch import EVENTS_CHANNEL, Batch
+from visit_counter.services.batch import (
+    EVENTS_CHANNEL,
+    PAGE_KEY_PREFIX,
+    TOP_BACKFILL_LUA,
+    TOP_BUILT_KEY,
+    Batch,
+)
 from visit_counter.services.node_store import ApplyResult, PageRead, ResetResult, repeats_of
 
 if TYPE_CHECKING:
@@ -65,6 +73,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PAUSE_S = 0.05  # before resending after TRYAGAIN, CLUSTERDOWN or a lost connection
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class ClusterStore:
         self._apply = _Script.of(APPLY_LUA)
         self._read = _Script.of(READ_LUA)
         self._reset = _Script.of(RESET_LUA)
+        self._backfill = _Script.of(TOP_BACKFILL_LUA)
 
     async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult:
         """Apply `batch` at most once per bucket; every group durable before this returns."""
@@ -119,6 +132,7 @@ class ClusterStore:
             keys = [applied_key(bucket), epochs_key(bucket)]
             keys.extend(page_key(page_id) for page_id in pages)
             keys.extend(idempotency_set_key(page_id) for _, page_id in keyed)
+            keys.append(top_key(bucket))
             calls.append(self._call(keys, args))
             pages_of_call.append(pages)
         answers = await self._guarded(self._run(self._apply, calls))
@@ -176,8 +190,9 @@ class ClusterStore:
         (counted,) = await self._guarded(
             self._run_commands([(counter_slot, ("INCR", RESETS_COUNTER_KEY))])
         )
+        bucket = bucket_of(page_id)
         call = self._call(
-            [page_key(page_id), epochs_key(bucket_of(page_id))],
+            [page_key(page_id), epochs_key(bucket), top_key(bucket)],
             [page_id, EVENTS_CHANNEL, max(int(counted.reply), least), 1 if publish else 0],
         )
         (answer,) = await self._guarded(self._run(self._reset, [call]))
@@ -191,6 +206,53 @@ class ClusterStore:
         """The cluster-wide reset counter: a writer's floor (see scripts.py)."""
         value = await self._guarded(self._cluster.get(RESETS_COUNTER_KEY))
         return int(value or 0)
+
+    async def top(self, node: str, limit: int) -> list[tuple[str, int]]:
+        """Every bucket's top `limit`, merged: one ZREVRANGE per bucket, one pipeline per
+        primary (a page lives in one bucket, so the merge is exact)."""
+        commands = [
+            (self._cluster.keyslot(key), ("ZREVRANGE", key, 0, limit - 1, "WITHSCORES"))
+            for key in (top_key(bucket) for bucket in range(BUCKETS))
+        ]
+        answers = await self._guarded(self._run_commands(commands, durable=False))
+        entries: list[tuple[str, int]] = []
+        for answer in answers:
+            # [[page, score], ...] (the client's reply callback), or flat [page, score, ...]
+            reply = answer.reply
+            pairs = (
+                reply
+                if reply and isinstance(reply[0], list | tuple)
+                else zip(reply[::2], reply[1::2], strict=True)
+            )
+            entries.extend((_text(page), int(float(score))) for page, score in pairs)
+        entries.sort(key=lambda entry: (-entry[1], entry[0]))
+        return entries[:limit]
+
+    async def backfill_top(self, node: str) -> int:
+        """Score the pages stored before the buckets' top sets existed, bucket by bucket."""
+        if await self._guarded(self._cluster.exists(TOP_BUILT_KEY)):
+            return 0
+        added = 0
+        groups: dict[int, list[str]] = {}
+
+        async def score(groups: dict[int, list[str]]) -> int:
+            calls = [
+                self._call([*(page_key(page) for page in pages), top_key(bucket)], pages)
+                for bucket, pages in groups.items()
+            ]
+            answers = await self._guarded(self._run(self._backfill, calls, durable=False))
+            return sum(int(answer.reply) for answer in answers)
+
+        async for key in self._cluster.scan_iter(match=f"{PAGE_KEY_PREFIX}{{b*", count=1000):
+            page = _text(key).split("}:", 1)[1]
+            groups.setdefault(bucket_of(page), []).append(page)
+            if sum(len(pages) for pages in groups.values()) >= 1000:
+                added += await score(groups)
+                groups = {}
+        if groups:
+            added += await score(groups)
+        await self._guarded(self._cluster.set(TOP_BUILT_KEY, 1))
+        return added
 
     async def _publish_stored(self, writer: str, stored: dict[str, int]) -> None:
         """Tell the other workers the new counts (their caches); a lost event only ages them."""

@@ -38,6 +38,26 @@ PAGE_KEY_PREFIX = "visits:"
 APPLIED_KEY = "vc:batches"
 EPOCHS_KEY = "vc:epochs"
 RESETS_KEY = "vc:resets"
+# Each page's stored count as the score of a sorted set per node, kept by every script that
+# changes a count: the top pages of the node in one ZREVRANGE (`GET …/counter/top`).
+TOP_KEY = "vc:top"
+TOP_BUILT_KEY = "vc:top:built"  # set once the pages stored before TOP_KEY existed are in it
+
+# KEYS: page keys..., then the top set. Each page's stored count becomes its score there
+# (GET and ZADD in one script, so a batch landing meanwhile cannot be overwritten by an
+# older value). Pages without a count are left out. Returns how many were added.
+TOP_BACKFILL_LUA = """
+local top = KEYS[#KEYS]
+local added = 0
+for i = 1, #KEYS - 1 do
+  local value = redis.call('GET', KEYS[i])
+  if value then
+    redis.call('ZADD', top, tonumber(value), ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
 UNKNOWN_TAG = -1
 EVENTS_CHANNEL = "vc:events"
 IDEMPOTENCY_KEY_PREFIX = "vc:idem:"
@@ -312,6 +332,7 @@ for i = 1, count do
     local value
     if amount > 0 then
       value = redis.call('INCRBY', KEYS[i + 4], amount)
+      redis.call('ZADD', '__TOP_KEY__', value, pages[i])
       stored[pages[i]] = value
     else
       value = tonumber(redis.call('GET', KEYS[i + 4]) or '0')
@@ -329,7 +350,7 @@ if next(stored) ~= nil then
   redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'stored', writer = ARGV[1], values = stored}))
 end
 return with_repeats(out, repeats, repeated)
-""".replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX)
+""".replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX).replace("__TOP_KEY__", TOP_KEY)
 )
 
 # KEYS: [page key, epochs hash, resets count, topology hash, move's out, in and cutoff hashes]
@@ -351,6 +372,7 @@ epoch = math.max(epoch, tonumber(ARGV[4]))
 redis.call('SET', KEYS[3], epoch)
 redis.call('HSET', KEYS[2], ARGV[1], epoch)
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', '__TOP_KEY__', ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 local cutoff = tonumber(ARGV[6])
@@ -361,7 +383,7 @@ if ARGV[5] == '1' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
 end
 return {1, epoch}
-"""
+""".replace("__TOP_KEY__", TOP_KEY)
 )
 
 # KEYS: [epochs hash, resets count]. Returns the node's reset count (a writer's floor).

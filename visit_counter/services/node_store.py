@@ -8,10 +8,11 @@ so the health map reacts before the next periodic check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.commands.core import AsyncScript
 
@@ -22,10 +23,14 @@ from visit_counter.services.batch import (
     APPLY_BATCH_LUA,
     EPOCHS_KEY,
     EVENTS_CHANNEL,
+    PAGE_KEY_PREFIX,
     READ_PAGE_LUA,
     RESET_COUNT_LUA,
     RESET_PAGE_LUA,
     RESETS_KEY,
+    TOP_BACKFILL_LUA,
+    TOP_BUILT_KEY,
+    TOP_KEY,
     TOPOLOGY_KEY,
     Batch,
     idempotency_set_key,
@@ -34,6 +39,11 @@ from visit_counter.services.batch import (
 from visit_counter.topology.scripts import move_keys
 
 T = TypeVar("T")
+_SCAN_COUNT = 1000  # keys per SCAN step (a hint to the node)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,15 @@ class CountStore(Protocol):
     async def publish_reset(self, node: str, page_id: str, epoch: int) -> None: ...
 
     async def reset_count(self, node: str) -> int: ...
+
+    async def top(self, node: str, limit: int) -> list[tuple[str, int]]:
+        """The node's `limit` pages with the most visits stored, most first."""
+        ...
+
+    async def backfill_top(self, node: str) -> int:
+        """Score the pages stored before the top sets existed (once per node; later calls
+        return 0 at once). Returns the pages added."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +266,38 @@ class NodeStore:
             lambda: client.eval(RESET_COUNT_LUA, 2, EPOCHS_KEY, RESETS_KEY),
         )
         return int(reply)
+
+    async def top(self, node: str, limit: int) -> list[tuple[str, int]]:
+        client = self._manager.client(node)
+        entries = cast(
+            "list[tuple[bytes, float]]",
+            await self._call(
+                node, lambda: client.zrevrange(TOP_KEY, 0, limit - 1, withscores=True)
+            ),
+        )
+        return [(_text(page), int(score)) for page, score in entries]
+
+    async def backfill_top(self, node: str) -> int:
+        client = self._manager.client(node)
+        if await self._call(node, lambda: client.exists(TOP_BUILT_KEY)):
+            return 0
+        backfill = client.register_script(TOP_BACKFILL_LUA)
+        added = 0
+        cursor = 0
+        while True:
+            step = functools.partial(
+                client.scan, cursor, match=f"{PAGE_KEY_PREFIX}*", count=_SCAN_COUNT
+            )
+            cursor, found = await self._call(node, step)
+            keys = [_text(key) for key in found]
+            if keys:
+                pages = [key.removeprefix(PAGE_KEY_PREFIX) for key in keys]
+                chunk = functools.partial(backfill, [*keys, TOP_KEY], pages)
+                added += int(await self._call(node, chunk))
+            if int(cursor) == 0:
+                break
+        await self._call(node, lambda: client.set(TOP_BUILT_KEY, 1))
+        return added
 
     async def _call(self, node: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,23 @@ class PageReader:
     async def aclose(self) -> None:
         """Wait for the node reads under way (each bounded by the node call budget)."""
         await asyncio.gather(*self._reads.values(), return_exceptions=True)
+
+    async def top_pages(self, limit: int) -> list[tuple[str, int]]:
+        """The `limit` pages with the most visits stored, most first (ties by page id).
+
+        Exact: each node's top `limit` is asked for, and a page lives on one node, so
+        every page of the overall top is in its node's list. While a page moves, its
+        count is summed over both owners (a part the mover has taken and not yet
+        handed in is missing for that moment). Pending visits are not included: it lags
+        by one flush interval. NodeUnavailableError when a node cannot answer.
+        """
+        names = self._nodes.topology.nodes
+        lists = await asyncio.gather(*(self._store.top(name, limit) for name in names))
+        merged: Counter[str] = Counter()
+        for entries in lists:
+            for page_id, visits in entries:
+                merged[page_id] += visits
+        return sorted(merged.items(), key=lambda entry: (-entry[1], entry[0]))[:limit]
 
     async def get_visits(self, page_id: str) -> VisitCount:
         """Stored count + this process's pending increments (read your writes).

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from visit_counter.core.config import Settings
 from visit_counter.core.consistent_hash import ConsistentHashRing
 from visit_counter.core.errors import NodeUnavailableError, VisitNotKeptError
+from visit_counter.core.tasks import PeriodicTask
 from visit_counter.services.batch import UNKNOWN_TAG, PendingKeys, key_member, merge_pending
 from visit_counter.services.cache import StoredCountCache
 from visit_counter.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
@@ -42,6 +43,10 @@ from visit_counter.topology.document import Topology
 from visit_counter.topology.nodeset import NodeSet
 
 logger = logging.getLogger(__name__)
+
+# The top sets' backfill starts this long after the counter (not in the start-up burst of
+# connections) and is tried again as often for a node that could not be reached.
+_BACKFILL_PAUSE_SECONDS = 2.0
 
 
 def new_writer_id() -> str:
@@ -105,6 +110,11 @@ class VisitCounter:
             nodes, self._store, self.cache, self._shipper, self._buffered, self._queued_for
         )
         self._started = False
+        self._unscored_nodes: list[str] = []  # nodes whose earlier pages are not in the top
+        self._backfill_failed: set[str] = set()
+        self._top_backfill = PeriodicTask(
+            "top-backfill", self._backfill_top, _BACKFILL_PAUSE_SECONDS
+        )
         nodes.subscribe(self._on_topology)
 
     @property
@@ -188,8 +198,27 @@ class VisitCounter:
             via = batch.node if batch.node in self._events else self.topology.members[0]
             self.outbox(via).spilled.append(offset)
         self._shipper.start()
+        self._unscored_nodes = list(self.topology.nodes)
+        self._top_backfill.start()
+
+    async def _backfill_top(self) -> None:
+        """Put the pages stored before the top sets existed into them, once per node
+        (`CountStore.backfill_top`); a node that cannot be reached is tried again at the
+        next step (and logged once). A no-op once every node is done."""
+        for name in list(self._unscored_nodes):
+            try:
+                added = await self._store.backfill_top(name)
+            except NodeUnavailableError:
+                if name not in self._backfill_failed:
+                    self._backfill_failed.add(name)
+                    logger.warning("top pages: backfill of %s failed; retrying", name)
+                continue
+            self._unscored_nodes.remove(name)
+            if added:
+                logger.info("top pages: %d pages stored earlier scored on %s", added, name)
 
     async def _stop_background(self, *, wait_for_drains: bool = False) -> None:
+        await self._top_backfill.aclose()
         self._nodes.unsubscribe(self._on_topology)  # a stopping counter routes no more
         await self._shipper.stop(wait_for_drains=wait_for_drains)
         await asyncio.gather(*(events.aclose() for events in self._events.values()))

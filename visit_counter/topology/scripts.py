@@ -32,7 +32,7 @@ an earlier move (the page moved back), not a repeat.
 
 from __future__ import annotations
 
-from visit_counter.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX
+from visit_counter.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX, TOP_KEY
 
 
 def move_keys(move: int | None) -> tuple[str, str, str, str, str]:
@@ -76,6 +76,7 @@ return count
 # number of idempotency keys, then each key and its score.
 TAKE_LUA = """
 local prefix = '__PREFIX__'
+local top = '__TOP_KEY__'
 local keys_prefix = '__KEYS_PREFIX__'
 local reply = {}
 for i = 1, #ARGV do
@@ -85,6 +86,7 @@ for i = 1, #ARGV do
   local taken
   if count ~= 0 then
     redis.call('DEL', key)
+    redis.call('ZREM', top, page)
     taken = redis.call('HINCRBY', KEYS[1], page, count)
     redis.call('HINCRBY', KEYS[2], page, count)
   else
@@ -100,6 +102,7 @@ for i = 1, #ARGV do
 end
 return reply
 """.replace("__PREFIX__", PAGE_KEY_PREFIX).replace("__KEYS_PREFIX__", IDEMPOTENCY_KEY_PREFIX)
+TAKE_LUA = TAKE_LUA.replace("__TOP_KEY__", TOP_KEY)
 
 # KEYS: [got, in, cutoff, epochs, resets]
 # ARGV: [key window in ms, then for each page: page, taken total, epoch, number of keys,
@@ -107,6 +110,7 @@ return reply
 # Returns the visits added here by this call.
 RECEIVE_LUA = """
 local prefix = '__PREFIX__'
+local top = '__TOP_KEY__'
 local keys_prefix = '__KEYS_PREFIX__'
 local window = tonumber(ARGV[1])
 local added = 0
@@ -137,7 +141,7 @@ while i <= #ARGV do
     if epoch >= tonumber(redis.call('HGET', KEYS[3], page) or '0') then
       local amount = math.max(taken - got - repeats, 0)
       if amount > 0 then
-        redis.call('INCRBY', prefix .. page, amount)
+        redis.call('ZADD', top, redis.call('INCRBY', prefix .. page, amount), page)
       end
       redis.call('HINCRBY', KEYS[2], page, taken - got)
       added = added + amount
@@ -153,6 +157,7 @@ if highest > tonumber(redis.call('GET', KEYS[5]) or '0') then
 end
 return added
 """.replace("__PREFIX__", PAGE_KEY_PREFIX).replace("__KEYS_PREFIX__", IDEMPOTENCY_KEY_PREFIX)
+RECEIVE_LUA = RECEIVE_LUA.replace("__TOP_KEY__", TOP_KEY)
 
 # KEYS: [epochs hash, resets count]; ARGV: page, epoch pairs. Imports epochs (keeps the higher).
 IMPORT_EPOCHS_LUA = """

@@ -25,9 +25,13 @@ from visit_counter.schemas.counter import (
     CounterReset,
     ErrorBody,
     SinkStatus,
+    TopPage,
+    TopPages,
     VisitCount,
     VisitRecorded,
 )
+
+MAX_TOP_LIMIT = 1000
 
 router = APIRouter(prefix="/counter", tags=["counter"])
 reset_router = APIRouter(prefix="/counter", tags=["counter"])  # behind ADMIN_TOKEN when set
@@ -119,6 +123,16 @@ async def get_visits(page_id: PageId, request: Request, runtime: RuntimeDep) -> 
     """Read a page's count: stored plus this worker's pending visits."""
     body = await visit_answers.read_visits(runtime, page_id_of(request, "visits"))
     return Response(body, media_type="application/json")
+
+
+@router.get("/top", response_model=TopPages, responses=_UNAVAILABLE)
+async def get_top_pages(
+    counter: CounterDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_TOP_LIMIT, description="How many pages.")] = 10,
+) -> TopPages:
+    """The pages with the most visits stored, across every node (lags by one flush interval)."""
+    pages = await counter.reader.top_pages(limit)
+    return TopPages(pages=[TopPage(page_id=page, visits=visits) for page, visits in pages])
 
 
 @reset_router.delete(
