@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import NodeFactory, ServiceFactory
-from tests.support.load import LoadResult, post_visits, wait_for_stored_between
+from tests.support.load import LoadResult, load_until_killed, wait_for_stored_between
 
 pytestmark = pytest.mark.fault
 
@@ -25,17 +25,7 @@ async def test_kill_9_under_load_with_the_visit_log_loses_nothing(
     settings = {"journal_visits": "true", "batch_interval_seconds": 2}
     service = service_factory(nodes, workers=2, **settings)
     result = LoadResult()
-    load = asyncio.create_task(
-        post_visits(
-            service.url,
-            PAGES,
-            100_000,
-            CLIENTS,
-            result=result,
-            deadline_seconds=20,
-            stop_on_error=True,
-        )
-    )
+    load = load_until_killed(service.url, PAGES, CLIENTS, result)
     while result.total_acked < 1000:
         await asyncio.sleep(0.02)
     if node_down:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import NodeFactory, ServiceFactory
-from tests.support.load import LoadResult, post_visits, stored_counts, wait_for_stored_between
+from tests.support.load import LoadResult, load_until_killed, stored_counts, wait_for_stored_between
 from tests.support.postgres import PgProxy, PgSchema
 
 pytestmark = pytest.mark.fault
@@ -37,17 +37,7 @@ async def test_kill_9_with_a_postgres_sink_then_restart_mirrors_every_stored_bat
     }
     service = service_factory(nodes, workers=2, **settings)
     result = LoadResult()
-    load = asyncio.create_task(
-        post_visits(
-            service.url,
-            PAGES,
-            100_000,
-            CLIENTS,
-            result=result,
-            deadline_seconds=20,
-            stop_on_error=True,
-        )
-    )
+    load = load_until_killed(service.url, PAGES, CLIENTS, result)
     while result.total_acked < 1000:
         await asyncio.sleep(0.02)
     proxy.set_mode("refuse")  # the database goes away: deliveries wait in the queue files

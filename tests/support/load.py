@@ -77,6 +77,24 @@ async def post_visits(
     return result
 
 
+def load_until_killed(
+    base_url: str, pages: list[str], clients: int, result: LoadResult
+) -> asyncio.Task[LoadResult]:
+    """POSTs in the background for a crash test: each client stops at its first unanswered
+    request (the service was killed); 20 s at most. Acknowledgements go into `result`."""
+    return asyncio.create_task(
+        post_visits(
+            base_url,
+            pages,
+            100_000,
+            clients,
+            result=result,
+            deadline_seconds=20,
+            stop_on_error=True,
+        )
+    )
+
+
 def stored_counts(nodes: list[RedisNodeProcess], pages: list[str]) -> Counter[str]:
     """Each page's count summed over every node, read directly."""
     totals: Counter[str] = Counter()
