@@ -64,7 +64,13 @@ from visit_counter.services.batch import (
     TOP_BUILT_KEY,
     Batch,
 )
-from visit_counter.services.node_store import ApplyResult, PageRead, ResetResult, repeats_of
+from visit_counter.services.node_store import (
+    ApplyResult,
+    PageRead,
+    ResetResult,
+    as_text,
+    repeats_of,
+)
 
 if TYPE_CHECKING:
     from visit_counter.cluster.manager import ClusterManager
@@ -73,10 +79,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PAUSE_S = 0.05  # before resending after TRYAGAIN, CLUSTERDOWN or a lost connection
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +226,7 @@ class ClusterStore:
                 if reply and isinstance(reply[0], list | tuple)
                 else zip(reply[::2], reply[1::2], strict=True)
             )
-            entries.extend((_text(page), int(float(score))) for page, score in pairs)
+            entries.extend((as_text(page), int(float(score))) for page, score in pairs)
         entries.sort(key=lambda entry: (-entry[1], entry[0]))
         return entries[:limit]
 
@@ -244,7 +246,7 @@ class ClusterStore:
             return sum(int(answer.reply) for answer in answers)
 
         async for key in self._cluster.scan_iter(match=f"{PAGE_KEY_PREFIX}{{b*", count=1000):
-            page = _text(key).split("}:", 1)[1]
+            page = as_text(key).split("}:", 1)[1]
             groups.setdefault(bucket_of(page), []).append(page)
             if sum(len(pages) for pages in groups.values()) >= 1000:
                 added += await score(groups)

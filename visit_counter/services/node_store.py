@@ -42,7 +42,8 @@ T = TypeVar("T")
 _SCAN_COUNT = 1000  # keys per SCAN step (a hint to the node)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A reply element as text (the clients answer bytes; a cluster client may not)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -275,7 +276,7 @@ class NodeStore:
                 node, lambda: client.zrevrange(TOP_KEY, 0, limit - 1, withscores=True)
             ),
         )
-        return [(_text(page), int(score)) for page, score in entries]
+        return [(as_text(page), int(score)) for page, score in entries]
 
     async def backfill_top(self, node: str) -> int:
         client = self._manager.client(node)
@@ -289,7 +290,7 @@ class NodeStore:
                 client.scan, cursor, match=f"{PAGE_KEY_PREFIX}*", count=_SCAN_COUNT
             )
             cursor, found = await self._call(node, step)
-            keys = [_text(key) for key in found]
+            keys = [as_text(key) for key in found]
             if keys:
                 pages = [key.removeprefix(PAGE_KEY_PREFIX) for key in keys]
                 chunk = functools.partial(backfill, [*keys, TOP_KEY], pages)
