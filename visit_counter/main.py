@@ -20,13 +20,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visit_counter import __version__
+from visit_counter.api.dashboard import dashboard_router
 from visit_counter.api.deps import Runtime
 from visit_counter.api.fast_visit import FastVisitRoute
 from visit_counter.api.health import router as health_router
 from visit_counter.api.monitoring import router as monitoring_router
 from visit_counter.api.snippet import snippet_router
 from visit_counter.api.v1.api import build_api_router
-from visit_counter.core.bots import bot_filter_for
 from visit_counter.core.config import Settings, SettingsError, load_settings, log_start_notices
 from visit_counter.core.connection_limits import ConnectionGuard, check_open_files
 from visit_counter.core.cors import CorsMiddleware
@@ -34,6 +34,7 @@ from visit_counter.core.errors import CounterError, NotStartedError, error_body
 from visit_counter.core.http_limits import STATE_KEY as CONNECTION_GUARD_KEY
 from visit_counter.core.logging import configure_logging
 from visit_counter.core.middleware import ProcessTimeMiddleware, RequestStats
+from visit_counter.core.visitors import Visitors
 from visit_counter.services.metrics_log import MetricsLogger
 from visit_counter.services.prometheus_dir import open_prometheus
 from visit_counter.services.rate_limit import rate_limiter_for
@@ -93,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         # First: it raises the open-file limit, and refuses one that leaves no room.
         connection_guard = ConnectionGuard.for_process(settings)
-        bot_filter = bot_filter_for(settings)  # the crawler list compiled once per worker
+        visitors = Visitors.for_settings(settings)  # the crawler list compiled once per worker
         storage = open_storage(settings)
         manager, nodes = storage.manager, storage.nodes
         await nodes.start()  # raises TopologyError: one line, start-up fails
@@ -118,7 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
                     rate_limiter=rate_limiter,
                     started_at=datetime.now(UTC),
                     prometheus=prometheus,
-                    bot_filter=bot_filter,
+                    visitors=visitors,
                 ),
                 # Read by every HTTP connection of this worker (visit_counter/core/http_limits.py).
                 CONNECTION_GUARD_KEY: connection_guard,
@@ -162,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_api_router(settings), prefix=settings.api_prefix)
     app.include_router(health_router)
     app.include_router(snippet_router(settings.api_prefix))
+    app.include_router(dashboard_router(settings))
     if settings.enable_metrics:
         app.include_router(monitoring_router)
     app.add_exception_handler(CounterError, _counter_error_response)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import random
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from tests.support.topology import (
     seed_counts,
     start_app,
 )
+from visit_counter.analytics.keys import DAY_PREFIX
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
@@ -71,14 +73,32 @@ def check_exact(nodes: list[RedisNodeProcess], expected: Counter[str], when: str
     return f"v{topology.version} {topology.state}"
 
 
-def check_settled(nodes: list[RedisNodeProcess], members: set[str], expected: Counter[str]) -> None:
-    """A finished move: stable, the expected members, each page on its owner alone."""
+def check_settled(
+    nodes: list[RedisNodeProcess], members: set[str], expected: Counter[str], filed: Counter[str]
+) -> None:
+    """A finished move: stable, the expected members, each page on its owner alone, and
+    each page's days (`filed`: its visits, reset ones too) summed over the members once:
+    a removed node's were handed over exactly once however often the mover died."""
     topology = newest_topology(nodes)
     assert topology is not None
     assert topology.state == "stable"
     assert set(topology.members) == members
     assert read_counts(nodes, expected) == expected
     assert placement(nodes) == owners(sorted(members), expected)
+    assert days_filed([node for node in nodes if node.url in members], filed) == filed
+
+
+def days_filed(nodes: list[RedisNodeProcess], pages: Iterable[str]) -> Counter[str]:
+    """Each page's visits over all its days, summed over `nodes`."""
+    pages = set(pages)
+    filed: Counter[str] = Counter()
+    for node in nodes:
+        with redis.Redis(port=node.port) as client:
+            for key in client.scan_iter(DAY_PREFIX + "*"):
+                for page, value in client.hgetall(key).items():
+                    if page.decode() in pages:
+                        filed[page.decode()] += int(value)
+    return filed
 
 
 async def kill_the_mover_in_a_loop(
@@ -97,6 +117,7 @@ async def kill_the_mover_in_a_loop(
     counts = Counter({f"page-{number}": number % 3 + 1 for number in range(PAGES)})
     wiped = [f"page-{number}" for number in range(0, PAGES, PAGES // RESET_PAGES)]
     await seed_counts(settings, counts, reset_first=wiped)
+    filed = counts + Counter(wiped)  # a reset clears the count, not the days it was visited
     with_moved = {node.url for node in nodes}
     without_moved = with_moved - {moved.url}
     assert check_exact(nodes, counts, "before the move") == "v1 stable"
@@ -135,7 +156,7 @@ async def kill_the_mover_in_a_loop(
         target = with_moved if action == "add" else without_moved
         if topology.state == "stable" and set(topology.members) == target:
             finished[action] += 1
-            check_settled(nodes, target, counts)
+            check_settled(nodes, target, counts, filed)
             action = "remove" if action == "add" else "add"
             if action == "add":
                 flush_node(moved)
@@ -145,7 +166,7 @@ async def kill_the_mover_in_a_loop(
     done = run_app("nodes", action, moved.url, cwd=tmp_path, **env)
     assert done.returncode == 0, done.stdout + done.stderr
     final = with_moved if action == "add" else without_moved
-    check_settled(nodes, final, counts)
+    check_settled(nodes, final, counts, filed)
     status = run_app("nodes", "status", cwd=tmp_path, **env)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()

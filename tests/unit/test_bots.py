@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visit_counter.core.bots import MAX_CACHED_LENGTH, BotFilter, bot_filter_for, crawler_patterns
-from visit_counter.core.config import Settings
+from visit_counter.core.bots import MAX_CACHED_LENGTH, BotFilter, crawler_patterns
 
 BROWSERS = {
     "Chrome on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -149,10 +148,3 @@ def test_cached_answers_are_the_regex_answers_and_the_lists(
     assert bot_filter.is_bot(user_agent) == uncached  # first time: computed, then remembered
     assert bot_filter.is_bot(user_agent) == uncached  # second time: from the cache
     assert uncached == crawleruseragents.is_crawler(user_agent)
-
-
-def test_count_bots_turns_the_filter_off() -> None:
-    assert bot_filter_for(Settings(_env_file=None, count_bots=True)) is None
-    bot_filter = bot_filter_for(Settings(_env_file=None))
-    assert bot_filter is not None
-    assert bot_filter.is_bot(CRAWLERS["Googlebot"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from hypothesis import settings
@@ -11,11 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from visit_counter.core.consistent_hash import ConsistentHashRing
-from visit_counter.services.batch import Batch, PendingKeys
-from visit_counter.services.outbox import NodeOutbox
+from visit_counter.services.batch import Batch, PendingKeys, PendingVisitors
+from visit_counter.services.outbox import NodeOutbox, Seal
 
 NODE = "redis://n1:6379"
 WRITER = "writer-a"
+SEALED_HOUR = 495_000
 
 
 class Sealer:
@@ -27,8 +27,8 @@ class Sealer:
         self.epochs: dict[str, int] = {}
         self.sealed: list[Batch] = []
 
-    def for_node(self, node: str) -> Callable[[dict[str, int], PendingKeys], Batch]:
-        def seal(queued: dict[str, int], keys: PendingKeys) -> Batch:
+    def for_node(self, node: str) -> Seal:
+        def seal(queued: dict[str, int], keys: PendingKeys, visitors: PendingVisitors) -> Batch:
             self.seq += 1
             batch = Batch(
                 writer=self.writer,
@@ -36,6 +36,8 @@ class Sealer:
                 node=node,
                 increments={page: (n, self.epochs.get(page, 0)) for page, n in queued.items()},
                 keys={page: tuple(sorted(page_keys)) for page, page_keys in keys.items()},
+                sealed_hour=SEALED_HOUR,
+                visitors={page: tuple(sorted(ids)) for page, ids in visitors.items()},
             )
             self.sealed.append(batch)
             return batch
@@ -106,12 +108,30 @@ def test_a_key_queued_twice_is_one_visit_and_rides_in_the_sealed_batch() -> None
     assert (outbox.pages_in_memory, outbox.entries_in_memory) == (3, 8), "3 pages and 5 keys"
 
 
-def test_forget_drops_a_pages_queued_visits_and_keys() -> None:
+def test_a_visitor_queued_twice_is_held_once_and_rides_in_the_sealed_batch() -> None:
     outbox = NodeOutbox(NODE)
-    outbox.add({"a": 1, "b": 1}, {"a": {"k"}})
+    outbox.add({"a": 2}, visitors={"a": {"v1", "v2"}})
+    outbox.add({"a": 1, "b": 1}, visitors={"a": {"v2"}, "b": {"v1"}})  # v2 came back
+
+    assert outbox.queued == {"a": 3, "b": 1}, "visitors never change the counts"
+    assert outbox.entries_in_memory == 2 + 3, "2 pages and 3 visitor ids"
+    batch = outbox.next_batch(Sealer().for_node(NODE), FakeJournal().read)
+
+    assert batch is not None
+    assert batch.visitors == {"a": ("v1", "v2"), "b": ("v1",)}
+    assert batch.sealed_hour == SEALED_HOUR
+    assert outbox.queued_visitors == {}
+    assert Batch.from_json(batch.to_json()) == batch, "they survive the journal's format"
+    assert batch.rerouted(lambda page: page.upper(), 2)[0].visitors == {"a": ("v1", "v2")}
+
+
+def test_forget_drops_a_pages_queued_visits_keys_and_visitors() -> None:
+    outbox = NodeOutbox(NODE)
+    outbox.add({"a": 1, "b": 1}, {"a": {"k"}}, {"a": {"v"}, "b": {"w"}})
     outbox.forget("a")
 
     assert (outbox.queued, outbox.queued_keys) == ({"b": 1}, {})
+    assert outbox.queued_visitors == {"b": {"w"}}
 
 
 def test_keys_survive_the_journal_format_and_follow_their_pages_when_rerouted() -> None:

@@ -13,13 +13,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 
-from visit_counter.core.bots import BotFilter
 from visit_counter.core.config import Settings
+from visit_counter.core.dashboard_session import session_cookie_of, session_matches
 from visit_counter.core.errors import RateLimitedError, UnauthorizedError
 from visit_counter.core.middleware import RequestStats
 from visit_counter.core.page_id import normalize_page_id
 from visit_counter.core.redis_manager import RedisManager
 from visit_counter.core.timestamps import TimestampClock
+from visit_counter.core.visitors import Visitors
 from visit_counter.schemas.counter import ErrorBody
 from visit_counter.services.rate_limit import RateLimiter
 from visit_counter.services.visit_counter import VisitCounter
@@ -39,11 +40,15 @@ class Runtime:
     started_at: datetime
     rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_SECOND is 0
     prometheus: PrometheusMetrics | None = None  # None: ENABLE_METRICS is false
-    bot_filter: BotFilter | None = None  # None: COUNT_BOTS=true
+    visitors: Visitors | None = None  # None: every visit counted, no visitor ids (tests)
     clock: TimestampClock = field(default_factory=TimestampClock)  # the answers' timestamps
 
     def count_visit(
-        self, page_id: str, browser_user_agent: str | bytes | None, key: str | None = None
+        self,
+        page_id: str,
+        browser_user_agent: str | bytes | None,
+        key: str | None = None,
+        client_host: str = "",
     ) -> None:
         """Count one visit, unless a known crawler's browser sent it (then `bots_rejected`).
 
@@ -51,29 +56,18 @@ class Runtime:
         `Origin` or `Sec-Fetch-Site`: the snippet, the pixel, the badge), else None. A
         server calling the API (curl, requests, httpx...) is counted whatever it calls
         itself: there the User-Agent is the caller's HTTP library, not the visitor's.
-        `key`: the visit's idempotency key, if the client sent one (G10).
+        `key`: the visit's idempotency key, if the client sent one (G10). `client_host`:
+        the client's address, for the visitor id (visit_counter/core/visitors.py).
         """
-        bots = self.bot_filter
-        if (
-            bots is not None
-            and bots.is_bot(browser_user_agent)
-            and not _image_proxy(browser_user_agent)
-        ):
+        visitors = self.visitors
+        if visitors is None or browser_user_agent is None:
+            self.counter.record_visit(page_id, key)
+            return
+        counted, visitor = visitors.classify(browser_user_agent, client_host)
+        if not counted:
             self.counter.stats.bots_rejected += 1
             return
-        self.counter.record_visit(page_id, key)
-
-
-# Image proxies that fetch an image each time a person opens a mail or page (the crawler
-# list names them, as they are automated): a pixel or badge they load is a human's view.
-IMAGE_PROXIES = ("GoogleImageProxy", "YahooMailProxy", "github-camo")
-_IMAGE_PROXY_BYTES = tuple(name.encode() for name in IMAGE_PROXIES)
-
-
-def _image_proxy(user_agent: str | bytes | None) -> bool:
-    if isinstance(user_agent, bytes):
-        return any(name in user_agent for name in _IMAGE_PROXY_BYTES)
-    return user_agent is not None and any(name in user_agent for name in IMAGE_PROXIES)
+        self.counter.record_visit(page_id, key, visitor)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -136,11 +130,19 @@ async def require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> None:
-    """Refuse the request (401) unless it carries `Authorization: Bearer <ADMIN_TOKEN>`."""
+    """Refuse the request (401) unless it carries `Authorization: Bearer <ADMIN_TOKEN>` or
+    the dashboard's session cookie (visit_counter/core/dashboard_session.py)."""
     token: SecretStr = request.state.runtime.settings.admin_token
-    if not token_matches(credentials.credentials if credentials else None, token):
+    given = credentials.credentials if credentials else None
+    if not token_matches(given, token) and not _has_session(request, token):
         # Never echo what was sent: it may be a near-miss of the real token.
         raise UnauthorizedError("this route needs the header 'Authorization: Bearer <ADMIN_TOKEN>'")
+
+
+def _has_session(request: Request, token: SecretStr) -> bool:
+    """Whether the request carries the dashboard's session cookie for `token`. Not declared
+    in OpenAPI: it is the dashboard's browser login, not a way for clients to call the API."""
+    return session_matches(session_cookie_of(request.cookies, request.headers), token)
 
 
 def admin_only(settings: Settings) -> dict[str, Any]:
@@ -163,14 +165,16 @@ def admin_only(settings: Settings) -> dict[str, Any]:
 
 
 async def has_admin_access(request: Request) -> bool:
-    """Whether this request may see admin detail (always, when ADMIN_TOKEN is empty).
+    """Whether this request may see admin detail (always, when ADMIN_TOKEN is empty): the
+    bearer header or the dashboard's session cookie.
 
     Reads the header itself instead of declaring a security scheme: the routes
     that use it answer without a token too, only with less.
     """
+    token: SecretStr = request.state.runtime.settings.admin_token
     scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
     given = credentials if scheme.lower() == "bearer" and credentials else None
-    return token_matches(given, request.state.runtime.settings.admin_token)
+    return token_matches(given, token) or _has_session(request, token)
 
 
 AdminAccessDep = Annotated[bool, Depends(has_admin_access)]

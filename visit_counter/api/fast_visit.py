@@ -78,7 +78,7 @@ class FastVisitRoute:
             # Off (the default): this attribute check is all it costs. Checked before the
             # page id, as the FastAPI route's dependency is: invalid ids cost tokens too.
             limiter = self._rate_limiter
-            if limiter is not None and (wait := limiter.retry_after(_client_host(scope))):
+            if limiter is not None and (wait := limiter.retry_after(client_host(scope))):
                 raise RateLimitedError(wait)
             page_id = normalize_page_id(raw_page_id, keep_trailing_slash=self._keep_trailing_slash)
             user_agent, header_key = _visit_headers(scope)
@@ -88,6 +88,7 @@ class FastVisitRoute:
                 page_id,
                 user_agent,
                 None if raw_key is None else idempotency_key(raw_key),
+                client_host(scope) if user_agent is not None else "",
                 return_count=return_count,
             )
         except CounterError as exc:
@@ -150,7 +151,7 @@ def _visit_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
     return (bytes(user_agent) if from_browser else None), key
 
 
-def _client_host(scope: Scope) -> str:
+def client_host(scope: Scope) -> str:
     """The client's address (with `--proxy-headers`, the one the trusted proxy reported)."""
     client = scope.get("client")
     return client[0] if client else ""

@@ -25,6 +25,7 @@ async def record_visit(
     page_id: str,
     browser_user_agent: bytes | str | None,
     key: str | None,
+    client_host: str,
     *,
     return_count: bool,
 ) -> bytes:
@@ -32,7 +33,7 @@ async def record_visit(
 
     The count is left out when it cannot be read now: the visit is counted all the same.
     """
-    runtime.count_visit(page_id, browser_user_agent, key)
+    runtime.count_visit(page_id, browser_user_agent, key, client_host)
     visits = None
     if return_count:
         with contextlib.suppress(NodeUnavailableError):

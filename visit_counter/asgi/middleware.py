@@ -19,6 +19,11 @@ A request is counted after the app has answered it: with a 2xx status (and an
 HTML body, with `only_html`), under the page `page_of(scope)` names; by default
 the matched route's path template (`/downloads/{asset_id}`), made canonical like
 any page id (`downloads/{asset_id}`). `page_of` returning None counts nothing.
+
+Every answered request is counted, crawlers' too (an API's callers are HTTP libraries, which
+the crawler list names). Each visit with a User-Agent that is not a crawler's also counts
+its visitor (client address and User-Agent, as a daily id: visit_counter/core/visitors.py)
+in the page's unique visitors.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from visit_counter.api.fast_visit import client_host
 from visit_counter.core.config import Settings, SettingsError, settings_of
 from visit_counter.core.errors import CounterError
 from visit_counter.core.page_id import normalize_page_id
+from visit_counter.core.visitors import Visitors
 from visit_counter.services.running import running_counter
 from visit_counter.services.visit_counter import VisitCounter
 from visit_counter.sinks.base import Sink
@@ -86,6 +93,7 @@ class VisitCounterMiddleware:
         self._keep_trailing_slash = self.settings.page_id_trailing_slash == "keep"
         self._engine = AsyncExitStack()
         self.counter: VisitCounter | None = None  # while the host app's lifespan runs
+        self._visitors: Visitors | None = None  # built with the engine
         self.not_counted = 0  # answered requests whose visit could not be kept or named
         self._warned_no_engine = False
 
@@ -124,7 +132,8 @@ class VisitCounterMiddleware:
             if named is None:
                 return
             counter.record_visit(
-                normalize_page_id(named, keep_trailing_slash=self._keep_trailing_slash)
+                normalize_page_id(named, keep_trailing_slash=self._keep_trailing_slash),
+                visitor=self._visitor_of(scope),
             )
         except CounterError as exc:  # a bad name, or a node that cannot keep it now
             self.not_counted += 1
@@ -133,6 +142,15 @@ class VisitCounterMiddleware:
             self.not_counted += 1
             logger.exception("visit of %s not counted: page_of failed", scope.get("path"))
 
+    def _visitor_of(self, scope: Scope) -> str | None:
+        visitors = self._visitors
+        if visitors is None:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                return visitors.visitor_of(bytes(value), client_host(scope)) if value else None
+        return None
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The host's lifespan, with the engine started after its startup and stopped
         before its shutdown is reported complete."""
@@ -140,6 +158,7 @@ class VisitCounterMiddleware:
         async def send_with_engine(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 try:
+                    self._visitors = Visitors.for_settings(self.settings)
                     self.counter = await self._engine.enter_async_context(
                         running_counter(self.settings, self._sinks)
                     )

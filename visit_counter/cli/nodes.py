@@ -172,6 +172,8 @@ def _bar(stream: TextIO) -> Callable[[int, int, bool], None]:
 def _print_flows(summary: MoveSummary, out: TextIO, verb: str) -> None:
     for (source, target), (pages, visits) in sorted(summary.flows.items()):
         print(f"{source} -> {target}: {pages} pages, {visits} visits", file=out)
+    if summary.analytics_keys:
+        print(f"handed over {summary.analytics_keys} analytics keys of the removed node", file=out)
     print(
         f"{verb} {summary.pages} pages, {summary.visits} visits in {summary.seconds:.1f} s; "
         f"topology version {summary.version}",

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import mmh3
 
+from visit_counter.admin.audit import AUDIT_KEY
 from visit_counter.services.batch import IDEMPOTENCY_KEY_PREFIX, PAGE_KEY_PREFIX, TOP_KEY
 
 BUCKETS = 1024
@@ -29,33 +30,39 @@ def bucket_of(page_id: str) -> int:
     return mmh3.hash(page_id, 0, signed=False) % BUCKETS
 
 
-def _tag(bucket: int) -> str:
+def bucket_tag(bucket: int) -> str:
+    """`{b<n>}`: the hash tag every key of the bucket carries."""
     return f"{{b{bucket}}}"
 
 
 def page_key(page_id: str) -> str:
     """`visits:{b<n>}:<page id>`: the ring's key name with the bucket's hash tag."""
-    return f"{PAGE_KEY_PREFIX}{_tag(bucket_of(page_id))}:{page_id}"
+    return f"{PAGE_KEY_PREFIX}{bucket_tag(bucket_of(page_id))}:{page_id}"
 
 
 def idempotency_set_key(page_id: str) -> str:
     """`vc:idem:{b<n>}:<page id>`: the page's idempotency keys (see services/batch.py)."""
-    return f"{IDEMPOTENCY_KEY_PREFIX}{_tag(bucket_of(page_id))}:{page_id}"
+    return f"{IDEMPOTENCY_KEY_PREFIX}{bucket_tag(bucket_of(page_id))}:{page_id}"
 
 
 def applied_key(bucket: int) -> str:
     """The hash of applied marks (writer|node -> seq) for the pages of `bucket`."""
-    return f"vc:batches:{_tag(bucket)}"
+    return f"vc:batches:{bucket_tag(bucket)}"
 
 
 def top_key(bucket: int) -> str:
     """`vc:top:{b<n>}`: the bucket's pages scored by their counts (see TOP_KEY)."""
-    return f"{TOP_KEY}:{_tag(bucket)}"
+    return f"{TOP_KEY}:{bucket_tag(bucket)}"
+
+
+def audit_key(bucket: int) -> str:
+    """`vc:audit:{b<n>}`: the audit log of the bucket's pages (visit_counter/admin/audit.py)."""
+    return f"{AUDIT_KEY}:{bucket_tag(bucket)}"
 
 
 def epochs_key(bucket: int) -> str:
     """The hash of reset epochs (page -> epoch) for the pages of `bucket`."""
-    return f"vc:epochs:{_tag(bucket)}"
+    return f"vc:epochs:{bucket_tag(bucket)}"
 
 
 def group_by_bucket(pages: Iterable[str]) -> dict[int, list[str]]:

@@ -13,20 +13,26 @@ lower or equal one (see fencing.py).
 
 from __future__ import annotations
 
+from visit_counter.admin.audit import SET_AND_AUDIT_LUA
+from visit_counter.analytics.scripts import STATS_LUA
 from visit_counter.services.batch import IDEMPOTENCY_LUA
 
 RESETS_COUNTER_KEY = "vc:resets"
 
 # KEYS: [applied marks of the bucket, epochs of the bucket, page keys..., then the
-#        idempotency key set of each keyed page, then the bucket's top set]
+#        idempotency key set of each keyed page, then the bucket's top set, then each
+#        page's visitors of the day, then the bucket's day hash and its totals by day and
+#        by hour (visit_counter/analytics/keys.py)]
 # ARGV: [seq, mark field, keyed pages, key window in ms, then page id, count and tag per
-#        page, then per keyed page: its index among the pages, how many keys, the keys]
+#        page, then per keyed page: its index among the pages, how many keys, the keys,
+#        and last the batch's analytics window (visit_counter/analytics/scripts.py)]
 # Returns [1, then per page: new count or -1, epoch, then the repeats] | [0] (this group
 # applied before). A retry writes its mark again, unchanged: the WAIT that follows on
 # the same connection then also covers the first, possibly unreplicated, application.
 # Keys are handled as in the ring's script (IDEMPOTENCY_LUA in visit_counter/services/batch.py).
 APPLY_LUA = (
     IDEMPOTENCY_LUA
+    + STATS_LUA
     + """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local seq = tonumber(ARGV[1])
@@ -36,7 +42,10 @@ if seq <= last then
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
 local keyed = tonumber(ARGV[3])
-local count = #KEYS - 3 - keyed  -- the last key is the bucket's top set
+local count = stats.n
+local top = KEYS[3 + count + keyed]
+local first_visitors = 3 + count + keyed  -- + i: page i's visitors of the day
+local day_hash = KEYS[#KEYS - 2]
 local pages = {}
 for i = 1, count do
   pages[i] = ARGV[3 * i + 2]
@@ -51,13 +60,17 @@ for first = 1, count, 1000 do
   end
 end
 local out = {1}
+local added = 0
 for i = 1, count do
   local current = tonumber(epochs[i] or '0')
+  local filed = 0
   if current <= tonumber(ARGV[3 * i + 4]) then
     local amount = tonumber(ARGV[3 * i + 3]) - (repeats[i] or 0)
     if amount > 0 then
       local value = redis.call('INCRBY', KEYS[i + 2], amount)
-      redis.call('ZADD', KEYS[#KEYS], value, pages[i])
+      redis.call('ZADD', top, value, pages[i])
+      filed = amount
+      added = added + amount
       out[#out + 1] = value
     else
       out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
@@ -66,7 +79,9 @@ for i = 1, count do
     out[#out + 1] = -1
   end
   out[#out + 1] = current
+  page_stats(i, pages[i], filed, day_hash, KEYS[first_visitors + i])
 end
+totals_stats(added, day_hash, KEYS[#KEYS - 1], KEYS[#KEYS], nil)
 return with_repeats(out, repeats, repeated)
 """
 )
@@ -79,17 +94,23 @@ local applied = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 return {value, applied}
 """
 
-# KEYS: [page key, epochs of its bucket, top set of its bucket]
-# ARGV: [page id, channel, least epoch (the counter's new value), publish (1/0)]
-# Returns the page's new epoch.
-RESET_LUA = """
+# KEYS: [page key, epochs of its bucket, top set of its bucket, audit log of its bucket]
+# ARGV: [page id, channel, least epoch (the counter's new value), publish (1/0), then the
+#        page's new value and its audit entry (visit_counter/admin/audit.py)]
+# Returns [the page's new epoch, the count deleted].
+RESET_LUA = (
+    SET_AND_AUDIT_LUA
+    + """
 local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local epoch = math.max(current + 1, tonumber(ARGV[3]))
 redis.call('HSET', KEYS[2], ARGV[1], epoch)
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+set_and_audit(KEYS[1], KEYS[3], KEYS[4], ARGV[1], old, 5)
 if ARGV[4] == '1' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
 end
-return epoch
+return {epoch, old}
 """
+)

@@ -44,11 +44,29 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from visit_counter.admin.audit import NO_CHANGE, PageChange
+from visit_counter.analytics.keys import (
+    CLUSTER_TOTALS_TAG,
+    day_key,
+    total_visitors_key,
+    totals_daily_key,
+    totals_hourly_key,
+    visitors_key,
+)
+from visit_counter.analytics.periods import (
+    DEFAULT_RETENTION_DAYS,
+    SECONDS_PER_DAY,
+    PeriodCounts,
+    StatsWindow,
+)
+from visit_counter.analytics.scripts import READ_PAGE_DAYS_LUA, TOTAL_VISITORS_LUA
 from visit_counter.cluster import CLUSTER_NODE, CLUSTER_TOPOLOGY_VERSION
 from visit_counter.cluster.buckets import (
     BUCKETS,
     applied_key,
+    audit_key,
     bucket_of,
+    bucket_tag,
     epochs_key,
     group_by_bucket,
     idempotency_set_key,
@@ -109,20 +127,29 @@ class _Answer:
 class ClusterStore:
     """NodeStore's operations for the one logical node `CLUSTER_NODE`."""
 
-    def __init__(self, manager: ClusterManager, idempotency_window_seconds: int = 86_400) -> None:
+    def __init__(
+        self,
+        manager: ClusterManager,
+        idempotency_window_seconds: int = 86_400,
+        stats_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._cluster: RedisCluster = manager.cluster
         self._manager = manager
         self._window_ms = idempotency_window_seconds * 1000
+        self._retention_days = stats_retention_days
         self._short_of_replicas: set[str] = set()  # primaries whose WAIT fell short
         self._apply = _Script.of(APPLY_LUA)
         self._read = _Script.of(READ_LUA)
         self._reset = _Script.of(RESET_LUA)
         self._backfill = _Script.of(TOP_BACKFILL_LUA)
+        self._total_visitors = _Script.of(TOTAL_VISITORS_LUA)
+        self._read_page_days = _Script.of(READ_PAGE_DAYS_LUA)
 
     async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult:
         """Apply `batch` at most once per bucket; every group durable before this returns."""
         calls: list[_Call] = []
         pages_of_call: list[list[str]] = []
+        window = StatsWindow.of(batch.sealed_hour, self._retention_days)
         for bucket, pages in group_by_bucket(batch.increments).items():
             keyed = [(index, page) for index, page in enumerate(pages, 1) if page in batch.keys]
             args: list[Any] = [batch.seq, batch.mark, len(keyed), self._window_ms]
@@ -135,6 +162,10 @@ class ClusterStore:
             keys.extend(page_key(page_id) for page_id in pages)
             keys.extend(idempotency_set_key(page_id) for _, page_id in keyed)
             keys.append(top_key(bucket))
+            tag = bucket_tag(bucket)
+            keys += (visitors_key(page_id, window.day, tag) for page_id in pages)
+            keys += (day_key(window.day, tag), totals_daily_key(tag), totals_hourly_key(tag))
+            args.append(batch.stats_argument(pages, window))
             calls.append(self._call(keys, args))
             pages_of_call.append(pages)
         answers = await self._guarded(self._run(self._apply, calls))
@@ -159,6 +190,8 @@ class ClusterStore:
                     dropped[page_id] = epoch
         if stored:
             await self._publish_stored(batch.writer, stored)
+        if batch.visitors and window.day:
+            await self._add_total_visitors(window.day, batch)
         return ApplyResult(
             applied=bool(stored or dropped),
             stored=stored,
@@ -186,19 +219,28 @@ class ClusterStore:
         move: int | None = None,
         least: int = 0,
         publish: bool = True,
+        change: PageChange = NO_CHANGE,
     ) -> ResetResult:
-        """Draw a new epoch from the cluster-wide counter, then reset the page in its bucket."""
+        """Draw a new epoch from the cluster-wide counter, then reset the page in its bucket
+        (and set it to `change.value`, with its audit entry, in the same script)."""
         counter_slot = self._cluster.keyslot(RESETS_COUNTER_KEY)
         (counted,) = await self._guarded(
             self._run_commands([(counter_slot, ("INCR", RESETS_COUNTER_KEY))])
         )
         bucket = bucket_of(page_id)
         call = self._call(
-            [page_key(page_id), epochs_key(bucket), top_key(bucket)],
-            [page_id, EVENTS_CHANNEL, max(int(counted.reply), least), 1 if publish else 0],
+            [page_key(page_id), epochs_key(bucket), top_key(bucket), audit_key(bucket)],
+            [
+                page_id,
+                EVENTS_CHANNEL,
+                max(int(counted.reply), least),
+                1 if publish else 0,
+                *change.script_args(),
+            ],
         )
         (answer,) = await self._guarded(self._run(self._reset, [call]))
-        return ResetResult(epoch=int(answer.reply))
+        epoch, old = answer.reply
+        return ResetResult(epoch=int(epoch), old=int(old))
 
     async def publish_reset(self, node: str, page_id: str, epoch: int) -> None:
         event = json.dumps({"type": "reset", "page": page_id, "epoch": epoch})
@@ -230,6 +272,43 @@ class ClusterStore:
         entries.sort(key=lambda entry: (-entry[1], entry[0]))
         return entries[:limit]
 
+    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
+        """The page's analytics, from its bucket (one script call on its primary)."""
+        tag = bucket_tag(bucket_of(page_id))
+        keys = [day_key(day, tag) for day in days] + [
+            visitors_key(page_id, day, tag) for day in days
+        ]
+        (answer,) = await self._guarded(
+            self._run(self._read_page_days, [self._call(keys, [page_id])], durable=False)
+        )
+        return PeriodCounts.of_page(answer.reply)
+
+    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+        """Every bucket's totals summed (three commands per bucket, one pipeline per
+        primary), and the cluster's visitors per day (one key per day)."""
+        commands: list[tuple[int, tuple[Any, ...]]] = []
+        for bucket in range(BUCKETS):
+            tag = bucket_tag(bucket)
+            slot = self._cluster.keyslot(top_key(bucket))
+            commands += (
+                (slot, ("HMGET", totals_daily_key(tag), *days)),
+                (slot, ("HMGET", totals_hourly_key(tag), *hours)),
+                (slot, ("ZCARD", top_key(bucket))),
+            )
+        for day in days:
+            key = total_visitors_key(day, CLUSTER_TOTALS_TAG)
+            commands.append((self._cluster.keyslot(key), ("GET", key)))
+        replies = [
+            a.reply for a in await self._guarded(self._run_commands(commands, durable=False))
+        ]
+        daily, hourly, pages = [0] * len(days), [0] * len(hours), 0
+        for at in range(0, 3 * BUCKETS, 3):
+            daily = [total + int(v or 0) for total, v in zip(daily, replies[at], strict=True)]
+            hourly = [total + int(v or 0) for total, v in zip(hourly, replies[at + 1], strict=True)]
+            pages += int(replies[at + 2])
+        visitors = [bytes(raw) if raw else None for raw in replies[3 * BUCKETS :]]
+        return PeriodCounts(daily=daily, visitors=visitors, hourly=hourly, pages=pages)
+
     async def backfill_top(self, node: str) -> int:
         """Score the pages stored before the buckets' top sets existed, bucket by bucket."""
         if await self._guarded(self._cluster.exists(TOP_BUILT_KEY)):
@@ -255,6 +334,17 @@ class ClusterStore:
             added += await score(groups)
         await self._guarded(self._cluster.set(TOP_BUILT_KEY, 1))
         return added
+
+    async def _add_total_visitors(self, day: str, batch: Batch) -> None:
+        """The batch's visitors into the cluster's visitors of the day (one key, not one per
+        bucket: a read then needs no merge of a thousand HyperLogLogs). PFADD needs no
+        mark: a retry adds nothing new."""
+        ids = sorted({visitor for ids in batch.visitors.values() for visitor in ids})
+        key = total_visitors_key(day, CLUSTER_TOTALS_TAG)
+        ttl = self._retention_days * SECONDS_PER_DAY
+        await self._guarded(
+            self._run(self._total_visitors, [self._call([key], [ttl, *ids])], durable=False)
+        )
 
     async def _publish_stored(self, writer: str, stored: dict[str, int]) -> None:
         """Tell the other workers the new counts (their caches); a lost event only ages them."""

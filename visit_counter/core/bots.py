@@ -27,7 +27,6 @@ import functools
 import re
 from collections.abc import Iterable
 
-from visit_counter.core.config import Settings
 from visit_counter.core.pattern_union import union_pattern
 
 CACHE_SIZE = 1024
@@ -92,8 +91,3 @@ def crawler_patterns() -> list[str]:
     if not isinstance(entries, list) or not entries:
         raise RuntimeError("crawler-user-agents: the installed list is empty or unreadable")
     return [str(entry["pattern"]) for entry in entries]
-
-
-def bot_filter_for(settings: Settings) -> BotFilter | None:
-    """The filter the settings ask for, or None when COUNT_BOTS counts every request."""
-    return None if settings.count_bots else BotFilter.from_crawler_list()

@@ -20,6 +20,8 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from visit_counter.analytics.periods import DEFAULT_RETENTION_DAYS
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_PORTS = (7070, 7071, 7072)
@@ -168,6 +170,15 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1_000_000, description="Visits a client may send at once."
     )
 
+    # Analytics (visit_counter/analytics/)
+    stats_retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS,
+        ge=1,
+        le=3660,
+        description="Days each page's daily visits and unique visitors are kept (by key "
+        "expiry); the hourly ones are kept 48 hours, the count itself for good.",
+    )
+
     # Who is counted (visit_counter/core/bots.py, visit_counter/core/visitor_id.py)
     count_bots: bool = Field(
         default=False,
@@ -214,6 +225,13 @@ class Settings(BaseSettings):
     metrics_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
     log_format: Literal["plain", "json"] = Field(
         default="plain", description="plain text lines, or one JSON object per line."
+    )
+
+    # Dashboard (visit_counter/api/dashboard.py)
+    dashboard_popular_threshold: int = Field(
+        default=1000,
+        ge=1,
+        description="Visits at or above which /dashboard marks a page 'Popular' (seed 004's 1000).",
     )
 
     @field_validator("cors_allow_origins", mode="before")

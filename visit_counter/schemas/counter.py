@@ -32,15 +32,6 @@ class VisitCount(BaseModel):
     )
 
 
-class TopPage(BaseModel):
-    page_id: str
-    visits: int = Field(ge=0, description="Stored count (visits pending in workers not yet).")
-
-
-class TopPages(BaseModel):
-    pages: list[TopPage] = Field(description="Most visits first; ties by page id.")
-
-
 class CounterReset(BaseModel):
     status: Literal["success"] = "success"
     message: str = Field(examples=["Counter reset for page page1"])

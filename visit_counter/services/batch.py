@@ -32,6 +32,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from visit_counter.admin.audit import SET_AND_AUDIT_LUA
+from visit_counter.analytics.periods import StatsWindow
+from visit_counter.analytics.scripts import STATS_LUA
 from visit_counter.core.node_identity import TOPOLOGY_KEY as TOPOLOGY_KEY
 
 PAGE_KEY_PREFIX = "visits:"
@@ -64,6 +67,8 @@ IDEMPOTENCY_KEY_PREFIX = "vc:idem:"
 
 # Idempotency keys of visits held in memory: page -> the key members of its keyed visits.
 PendingKeys = dict[str, set[str]]
+# Visitor ids of visits held in memory: page -> the ids of its visitors.
+PendingVisitors = dict[str, set[str]]
 # A key member is the client's key for one visit, or `<key>\x1f<count>` for `count` visits
 # of the page sent under one key (batch ingest): a key never holds the separator.
 _AMOUNT_SEPARATOR = "\x1f"
@@ -104,6 +109,12 @@ def merge_pending(
         page_held |= members
 
 
+def merge_visitors(held: PendingVisitors, visitors: Mapping[str, set[str]] | None) -> None:
+    """Add visitor ids to a queue's: a set per page, so a visitor held twice is held once."""
+    for page_id, ids in (visitors or {}).items():
+        held.setdefault(page_id, set()).update(ids)
+
+
 def idempotency_set_key(page_id: str) -> str:
     """The page's sorted set of idempotency keys seen (score: when, in ms)."""
     return IDEMPOTENCY_KEY_PREFIX + page_id
@@ -122,6 +133,14 @@ class Batch:
     # page -> the idempotency keys of its keyed visits (visit_counter/core/idempotency.py); each is
     # one of the page's counted visits, dropped by the node if it has seen the key.
     keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The UTC hour it was sealed in (hours since the epoch; 0: unknown, filed as the hour it
+    # is applied in): the day and hour its visits are filed under (analytics/periods.py).
+    sealed_hour: int = 0
+    # page -> visitor ids of its visits (visit_counter/core/visitor_id.py), for the day's
+    # HyperLogLog; adding one twice changes nothing, so they need no mark of their own.
+    visitors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Pages whose visitors this writer sends the first time today (analytics/fresh.py).
+    fresh_visitors: frozenset[str] = frozenset()
 
     @property
     def visits(self) -> int:
@@ -153,6 +172,9 @@ class Batch:
                 increments=incs,
                 version=version,
                 keys={page: self.keys[page] for page in incs if page in self.keys},
+                sealed_hour=self.sealed_hour,
+                visitors={page: self.visitors[page] for page in incs if page in self.visitors},
+                fresh_visitors=frozenset(page for page in incs if page in self.fresh_visitors),
             )
             for node, incs in parts.items()
         ]
@@ -172,6 +194,22 @@ class Batch:
         """The keys as the in-memory queues hold them (to put the batch back in a queue)."""
         return {page: set(keys) for page, keys in self.keys.items()}
 
+    def stats_argument(self, pages: list[str], window: StatsWindow) -> str:
+        """The apply scripts' last ARGV for `pages` (in their order among the script's):
+        `window`, with the visitor ids and fresh flags by the pages' 1-based index."""
+        visitors: dict[int, list[str]] = {}
+        fresh: set[int] = set()
+        for index, page in enumerate(pages, 1):
+            if page in self.visitors:
+                visitors[index] = list(self.visitors[page])
+                if page in self.fresh_visitors:
+                    fresh.add(index)
+        return window.to_argument(len(pages), visitors, fresh)
+
+    def pending_visitors(self) -> PendingVisitors:
+        """The visitor ids as the in-memory queues hold them."""
+        return {page: set(ids) for page, ids in self.visitors.items()}
+
     def to_json(self) -> str:
         record: dict[str, Any] = {
             "writer": self.writer,
@@ -182,6 +220,12 @@ class Batch:
         }
         if self.keys:
             record["keys"] = {page: list(keys) for page, keys in self.keys.items()}
+        if self.sealed_hour:
+            record["hr"] = self.sealed_hour
+        if self.visitors:
+            record["vis"] = {page: list(ids) for page, ids in self.visitors.items()}
+        if self.fresh_visitors:
+            record["vf"] = sorted(self.fresh_visitors)
         return json.dumps(record, separators=(",", ":"))
 
     @classmethod
@@ -204,6 +248,12 @@ class Batch:
                 str(page): tuple(str(key) for key in keys)
                 for page, keys in record.get("keys", {}).items()
             },
+            sealed_hour=int(record.get("hr", 0)),
+            visitors={
+                str(page): tuple(str(visitor) for visitor in ids)
+                for page, ids in record.get("vis", {}).items()
+            },
+            fresh_visitors=frozenset(str(page) for page in record.get("vf", ())),
         )
 
 
@@ -276,11 +326,14 @@ end
 """
 
 # KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
-#        then the idempotency key set of each keyed page]
+#        then the idempotency key set of each keyed page, then each page's visitors of
+#        the day, then the day's hash, the node's totals by day and by hour and its
+#        visitors of the day (visit_counter/analytics/keys.py)]
 # ARGV: [writer, seq, channel, mark field, topology version, release 1's mark field (the
 #        writer alone; "" when the batch is sent to another node than its own),
 #        keyed pages, key window in ms, then count and tag per page, then per keyed
-#        page: its index among the pages, how many keys, the keys]
+#        page: its index among the pages, how many keys, the keys, and last the
+#        batch's analytics window (visit_counter/analytics/scripts.py)]
 # Returns [1 = applied, then per page: new count or -1, epoch, then the repeats, then
 #          per page with repeats: its index (1-based) and how many]
 # | [0] (applied before) | [2, write floor] (sealed at a topology version whose routing
@@ -290,6 +343,7 @@ end
 APPLY_BATCH_LUA = (
     _RESET_COUNT_LUA
     + IDEMPOTENCY_LUA
+    + STATS_LUA
     + """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
 -- Release 1 kept the mark under the writer alone; its journals may still replay.
@@ -304,7 +358,9 @@ if tonumber(ARGV[5]) < write_floor then
 end
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
 local keyed = tonumber(ARGV[7])
-local count = #KEYS - 4 - keyed
+local count = stats.n
+local first_visitors = 4 + count + keyed  -- + i: page i's visitors of the day
+local day_hash = KEYS[#KEYS - 3]
 local prefix_len = string.len('__PAGE_KEY_PREFIX__')
 local pages = {}
 for i = 1, count do
@@ -323,10 +379,12 @@ end
 local out = {1}
 local stored = {}
 local highest_tag = 0
+local added = 0
 for i = 1, count do
   local current = tonumber(epochs[i] or '0')
   local tag = tonumber(ARGV[8 + 2 * i])
   highest_tag = math.max(highest_tag, tag)
+  local filed = 0
   if current <= tag then
     local amount = tonumber(ARGV[7 + 2 * i]) - (repeats[i] or 0)
     local value
@@ -334,6 +392,8 @@ for i = 1, count do
       value = redis.call('INCRBY', KEYS[i + 4], amount)
       redis.call('ZADD', '__TOP_KEY__', value, pages[i])
       stored[pages[i]] = value
+      filed = amount
+      added = added + amount
     else
       value = tonumber(redis.call('GET', KEYS[i + 4]) or '0')
     end
@@ -342,7 +402,9 @@ for i = 1, count do
     out[#out + 1] = -1
   end
   out[#out + 1] = current
+  page_stats(i, pages[i], filed, day_hash, KEYS[first_visitors + i])
 end
+totals_stats(added, day_hash, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
 if highest_tag > reset_count(KEYS[2], KEYS[3]) then
   redis.call('SET', KEYS[3], highest_tag)
 end
@@ -353,14 +415,18 @@ return with_repeats(out, repeats, repeated)
 """.replace("__PAGE_KEY_PREFIX__", PAGE_KEY_PREFIX).replace("__TOP_KEY__", TOP_KEY)
 )
 
-# KEYS: [page key, epochs hash, resets count, topology hash, move's out, in and cutoff hashes]
-# ARGV: [page id, channel, topology version, least epoch, publish (1/0), cutoff]
-# Returns [1, new epoch] | [0, reset floor] (sent at a version whose owners are gone).
+# KEYS: [page key, epochs hash, resets count, topology hash, move's out, in and cutoff hashes,
+#        the node's audit log]
+# ARGV: [page id, channel, topology version, least epoch, publish (1/0), cutoff, then the
+#        page's new value and its audit entry (visit_counter/admin/audit.py)]
+# Returns [1, new epoch, the count deleted] | [0, reset floor] (sent at a version whose
+# owners are gone).
 # During a move a page is reset on its old owner, then on its new one with the old
 # owner's epoch as least epoch and cutoff (see visit_counter/topology/scripts.py); the amounts
 # the mover took (out) or handed in (in) for the page are cleared with its count.
 RESET_PAGE_LUA = (
     _RESET_COUNT_LUA
+    + SET_AND_AUDIT_LUA
     + """
 local reset_floor = tonumber(redis.call('HGET', KEYS[4], 'reset_floor') or '0')
 if tonumber(ARGV[3]) < reset_floor then
@@ -371,8 +437,10 @@ local epoch = math.max(reset_count(KEYS[2], KEYS[3]), current) + 1
 epoch = math.max(epoch, tonumber(ARGV[4]))
 redis.call('SET', KEYS[3], epoch)
 redis.call('HSET', KEYS[2], ARGV[1], epoch)
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', '__TOP_KEY__', ARGV[1])
+set_and_audit(KEYS[1], '__TOP_KEY__', KEYS[8], ARGV[1], old, 7)
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 local cutoff = tonumber(ARGV[6])
@@ -382,7 +450,7 @@ end
 if ARGV[5] == '1' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'reset', page = ARGV[1], epoch = epoch}))
 end
-return {1, epoch}
+return {1, epoch, old}
 """.replace("__TOP_KEY__", TOP_KEY)
 )
 

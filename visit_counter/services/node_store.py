@@ -16,6 +16,16 @@ from typing import Any, Protocol, TypeVar, cast
 
 from redis.commands.core import AsyncScript
 
+from visit_counter.admin.audit import AUDIT_KEY, NO_CHANGE, PageChange
+from visit_counter.analytics.keys import (
+    day_key,
+    total_visitors_key,
+    totals_daily_key,
+    totals_hourly_key,
+    visitors_key,
+)
+from visit_counter.analytics.periods import DEFAULT_RETENTION_DAYS, PeriodCounts, StatsWindow
+from visit_counter.analytics.scripts import READ_PAGE_DAYS_LUA, READ_TOTALS_LUA
 from visit_counter.core.errors import NodeUnavailableError
 from visit_counter.core.redis_manager import RedisManager
 from visit_counter.services.batch import (
@@ -104,6 +114,7 @@ class PageRead:
 @dataclass(frozen=True, slots=True)
 class ResetResult:
     epoch: int | None  # None: refused, the reset was sent at an older topology version
+    old: int = 0  # the count the reset deleted on this node
 
 
 class CountStore(Protocol):
@@ -124,6 +135,7 @@ class CountStore(Protocol):
         move: int | None = None,
         least: int = 0,
         publish: bool = True,
+        change: PageChange = NO_CHANGE,
     ) -> ResetResult: ...
 
     async def publish_reset(self, node: str, page_id: str, epoch: int) -> None: ...
@@ -139,19 +151,35 @@ class CountStore(Protocol):
         return 0 at once). Returns the pages added."""
         ...
 
+    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
+        """The page's visits and visitors per day kept on the node."""
+        ...
+
+    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+        """The same over all the node's pages, and how many pages it holds a count of."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _NodeScripts:
     apply: AsyncScript
     read: AsyncScript
     reset: AsyncScript
+    read_page_days: AsyncScript
+    read_totals: AsyncScript
 
 
 class NodeStore:
-    def __init__(self, manager: RedisManager, idempotency_window_seconds: int = 86_400) -> None:
+    def __init__(
+        self,
+        manager: RedisManager,
+        idempotency_window_seconds: int = 86_400,
+        stats_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._manager = manager
         self._scripts: dict[str, _NodeScripts] = {}
         self._window_ms = idempotency_window_seconds * 1000
+        self._retention_days = stats_retention_days
 
     def _for(self, name: str) -> _NodeScripts:
         """The node's scripts, registered on its client when first used (nodes come and go)."""
@@ -162,6 +190,8 @@ class NodeStore:
                 apply=client.register_script(APPLY_BATCH_LUA),
                 read=client.register_script(READ_PAGE_LUA),
                 reset=client.register_script(RESET_PAGE_LUA),
+                read_page_days=client.register_script(READ_PAGE_DAYS_LUA),
+                read_totals=client.register_script(READ_TOTALS_LUA),
             )
             self._scripts[name] = scripts
         return scripts
@@ -192,6 +222,8 @@ class NodeStore:
             args.extend(batch.increments[page_id])
         for index, page_id in keyed:
             args += (index, len(batch.keys[page_id]), *batch.keys[page_id])
+        window = StatsWindow.of(batch.sealed_hour, self._retention_days)
+        args.append(batch.stats_argument(pages, window))
         keys = [
             APPLIED_KEY,
             EPOCHS_KEY,
@@ -199,6 +231,11 @@ class NodeStore:
             TOPOLOGY_KEY,
             *(page_key(page_id) for page_id in pages),
             *(idempotency_set_key(page_id) for _, page_id in keyed),
+            *(visitors_key(page_id, window.day) for page_id in pages),
+            day_key(window.day),
+            totals_daily_key(),
+            totals_hourly_key(),
+            total_visitors_key(window.day),
         ]
         reply = await self._call(node, lambda: self._for(node).apply(keys, args))
         if int(reply[0]) == 2:
@@ -236,19 +273,23 @@ class NodeStore:
         move: int | None = None,
         least: int = 0,
         publish: bool = True,
+        change: PageChange = NO_CHANGE,
     ) -> ResetResult:
-        """Delete the page's count and give it a new epoch (see RESET_PAGE_LUA).
+        """Delete the page's count and give it a new epoch (see RESET_PAGE_LUA); then set
+        it to `change.value` and write its audit entry, in the same script.
 
         With `publish`, every worker is told; `least` is also the cutoff for what the
         mover took before this reset (the old owner's new epoch, during a move).
         """
         _, out, _, in_, cutoff = move_keys(move)
         keys = [page_key(page_id), EPOCHS_KEY, RESETS_KEY, TOPOLOGY_KEY, out, in_, cutoff]
+        keys.append(AUDIT_KEY)
         args: list[Any] = [page_id, EVENTS_CHANNEL, version, least, 1 if publish else 0, least]
+        args += change.script_args()
         reply = await self._call(node, lambda: self._for(node).reset(keys, args))
         if int(reply[0]) == 0:
             return ResetResult(epoch=None)
-        return ResetResult(epoch=int(reply[1]))
+        return ResetResult(epoch=int(reply[1]), old=int(reply[2]))
 
     async def publish_reset(self, node: str, page_id: str, epoch: int) -> None:
         """Tell the node's subscribers of a reset made in several steps (during a move)."""
@@ -299,6 +340,20 @@ class NodeStore:
                 break
         await self._call(node, lambda: client.set(TOP_BUILT_KEY, 1))
         return added
+
+    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
+        keys = [day_key(day) for day in days] + [visitors_key(page_id, day) for day in days]
+        script = self._for(node).read_page_days
+        return PeriodCounts.of_page(await self._call(node, lambda: script(keys, [page_id])))
+
+    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+        keys = [totals_daily_key(), totals_hourly_key()]
+        keys += (total_visitors_key(day) for day in days)
+        script = self._for(node).read_totals
+        reply = await self._call(node, lambda: script(keys, [*days, *hours]))
+        client = self._manager.client(node)
+        pages = await self._call(node, lambda: client.zcard(TOP_KEY))
+        return PeriodCounts.of_totals(reply, int(pages))
 
     async def _call(self, node: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -24,10 +24,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from visit_counter.services.batch import Batch, PendingKeys, merge_pending
+from visit_counter.services.batch import (
+    Batch,
+    PendingKeys,
+    PendingVisitors,
+    merge_pending,
+    merge_visitors,
+)
 
-# Seals queued increments (and their idempotency keys) into the next batch.
-Seal = Callable[[dict[str, int], PendingKeys], Batch]
+# Seals queued increments (and their idempotency keys and visitor ids) into the next batch.
+Seal = Callable[[dict[str, int], PendingKeys, PendingVisitors], Batch]
 
 
 class NodeOutbox:
@@ -39,6 +45,7 @@ class NodeOutbox:
         self.spilled: deque[int] = deque()
         self.queued: dict[str, int] = {}
         self.queued_keys: PendingKeys = {}  # page -> keys of queued keyed visits
+        self.queued_visitors: PendingVisitors = {}  # page -> visitor ids of queued visits
 
     @property
     def empty(self) -> bool:
@@ -51,29 +58,43 @@ class NodeOutbox:
 
     @property
     def entries_in_memory(self) -> int:
-        """Pages, plus the idempotency key members riding with them: what the memory cap
-        (MAX_PENDING_PAGES_PER_NODE) counts, so one page's many keys are bounded too."""
+        """Pages, plus the idempotency key members and visitor ids riding with them: what the
+        memory cap (MAX_PENDING_PAGES_PER_NODE) counts, so one page's many keys and
+        visitors are bounded too."""
         batches = [*self.sealed, *([self.inflight] if self.inflight is not None else [])]
-        keys = sum(len(members) for batch in batches for members in batch.keys.values())
-        keys += sum(len(members) for members in self.queued_keys.values())
-        return self.pages_in_memory + keys
+        riding = sum(
+            len(members)
+            for batch in batches
+            for members in (*batch.keys.values(), *batch.visitors.values())
+        )
+        riding += sum(len(members) for members in self.queued_keys.values())
+        riding += sum(len(ids) for ids in self.queued_visitors.values())
+        return self.pages_in_memory + riding
 
     @property
     def visits_in_memory(self) -> int:
         inflight = self.inflight.visits if self.inflight is not None else 0
         return inflight + sum(b.visits for b in self.sealed) + sum(self.queued.values())
 
-    def add(self, increments: Mapping[str, int], keys: PendingKeys | None = None) -> None:
-        """Queue increments; `keys`: the idempotency keys of keyed visits among them.
+    def add(
+        self,
+        increments: Mapping[str, int],
+        keys: PendingKeys | None = None,
+        visitors: PendingVisitors | None = None,
+    ) -> None:
+        """Queue increments; `keys`: the idempotency keys of keyed visits among them;
+        `visitors`: the visitor ids of their visits.
 
         A key queued already stands for a visit counted already: it is added once.
         """
         merge_pending(self.queued, self.queued_keys, increments, keys)
+        merge_visitors(self.queued_visitors, visitors)
 
     def forget(self, page_id: str) -> None:
         """Drop what is queued for the page (a reset made it older than the page's count)."""
         self.queued.pop(page_id, None)
         self.queued_keys.pop(page_id, None)
+        self.queued_visitors.pop(page_id, None)
 
     def next_batch(self, seal: Seal, read_spilled: Callable[[int], Batch]) -> Batch | None:
         """The batch to send now: the inflight one, else a sealed one, else the oldest
@@ -125,8 +146,8 @@ class NodeOutbox:
         return self._seal(seal)
 
     def _seal(self, seal: Seal) -> Batch:
-        batch = seal(self.queued, self.queued_keys)
-        self.queued, self.queued_keys = {}, {}
+        batch = seal(self.queued, self.queued_keys, self.queued_visitors)
+        self.queued, self.queued_keys, self.queued_visitors = {}, {}, {}
         return batch
 
     @property

@@ -22,11 +22,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
+from visit_counter.analytics.fresh import FreshVisitors
+from visit_counter.analytics.periods import day_of_hour, hour_now
 from visit_counter.core.config import Settings
 from visit_counter.core.consistent_hash import ConsistentHashRing
 from visit_counter.core.errors import NodeUnavailableError
 from visit_counter.core.tasks import PeriodicTask
-from visit_counter.services.batch import Batch, PendingKeys
+from visit_counter.services.batch import Batch, PendingKeys, PendingVisitors
 from visit_counter.services.cache import StoredCountCache
 from visit_counter.services.fencing import ResetFencing
 from visit_counter.services.journal import Journal, JournalError
@@ -46,9 +48,11 @@ BatchObserver = Callable[[str, str, float], None]
 class WriteBuffer(Protocol):
     """The hot path's buffer (`VisitCounter`), swapped out at each flush."""
 
-    def take(self) -> tuple[dict[str, int], PendingKeys]: ...
+    def take(self) -> tuple[dict[str, int], PendingKeys, PendingVisitors]: ...
 
-    def give_back(self, increments: Mapping[str, int], keys: PendingKeys) -> None: ...
+    def give_back(
+        self, increments: Mapping[str, int], keys: PendingKeys, visitors: PendingVisitors
+    ) -> None: ...
 
 
 class Shipper:
@@ -77,6 +81,7 @@ class Shipper:
         self._stats = stats
         self._cache = cache
         self._buffer = buffer
+        self._fresh_visitors = FreshVisitors()  # pages whose visitors key has its expiry
         self._writer = writer
         self.outboxes: dict[str, NodeOutbox] = {}
         # Flush number: a batch's seq is the flush that sealed it (see visit_log.py).
@@ -144,12 +149,13 @@ class Shipper:
         Runs without awaiting, so no increment can land in the old buffer after
         the swap; visits arriving meanwhile go to the new one.
         """
-        swapped, keys = self._buffer.take()
+        swapped, keys, visitors = self._buffer.take()
         self.swap += 1
         if self._visit_log is not None:
             self._rotate_visit_log()
         by_owner: dict[str, dict[str, int]] = {}
         keys_by_owner: dict[str, PendingKeys] = {}
+        visitors_by_owner: dict[str, PendingVisitors] = {}
         owner_of = (ring or self._topology.write_ring).owner
         for page_id, count in swapped.items():
             owner = owner_of(page_id)
@@ -157,8 +163,13 @@ class Shipper:
             page_keys = keys.get(page_id)
             if page_keys is not None:
                 keys_by_owner.setdefault(owner, {})[page_id] = page_keys
+            page_visitors = visitors.get(page_id)
+            if page_visitors is not None:
+                visitors_by_owner.setdefault(owner, {})[page_id] = page_visitors
         for name, increments in by_owner.items():
-            self.outboxes[name].add(increments, keys_by_owner.get(name))
+            self.outboxes[name].add(
+                increments, keys_by_owner.get(name), visitors_by_owner.get(name)
+            )
         # Over the cap, a node's increments go to the journal, down or not (a slow node
         # must not grow memory without bound either). With the visit log on, a down
         # node's go at once, so the log's segments can be deleted. A node that answers
@@ -183,6 +194,7 @@ class Shipper:
         node still gets one writer's seqs in order.
         """
         self.distribute(old.write_ring)
+        self._fresh_visitors.forget()  # pages may have new owners: their keys, no expiry yet
         for name, outbox in self.outboxes.items():
             batch = outbox.seal_queued(self._seal_for(name, old.version))
             if batch is None:
@@ -196,7 +208,9 @@ class Shipper:
                 # Never ahead of older spilled batches: back to the buffer, routed anew.
                 logger.exception("journal failed; %d visits re-routed in memory", batch.visits)
                 self._buffer.give_back(
-                    {page: c for page, (c, _) in batch.increments.items()}, batch.pending_keys()
+                    {page: c for page, (c, _) in batch.increments.items()},
+                    batch.pending_keys(),
+                    batch.pending_visitors(),
                 )
         if self._visit_log is not None:
             self._visit_log.mark_version(self.swap + 1, self._topology.version)
@@ -253,6 +267,7 @@ class Shipper:
                     outbox.add(
                         {page: count for page, (count, _) in batch.increments.items()},
                         batch.pending_keys(),
+                        batch.pending_visitors(),
                     )
                     raise
                 pages, visits = pages + len(batch.increments), visits + batch.visits
@@ -389,6 +404,8 @@ class Shipper:
     def _absorb(self, batch: Batch, result: ApplyResult) -> None:
         """Learn from a node's reply: new stored counts, and epochs changed by resets."""
         self._stats.last_batch_write = datetime.now(UTC)
+        if batch.fresh_visitors:
+            self._fresh_visitors.stored(day_of_hour(batch.sealed_hour), batch.fresh_visitors)
         if not result.applied:
             # Applied by an earlier attempt whose reply was lost: its visits are stored
             # (any a reset fenced off included; the reply that would say so is gone).
@@ -415,10 +432,11 @@ class Shipper:
         """Sealing `name`'s queue as a batch routed at `version` (by default the current)."""
         routed_at = self._topology.version if version is None else version
 
-        def seal(queued: dict[str, int], keys: PendingKeys) -> Batch:
+        def seal(queued: dict[str, int], keys: PendingKeys, visitors: PendingVisitors) -> Batch:
             # The current flush number. Unique per node: a node's queue is refilled only
             # by a flush, so it is sealed at most once per flush number.
             tag = self._fencing.tag
+            sealed_hour = hour_now()
             return Batch(
                 writer=self._writer,
                 seq=self.swap,
@@ -426,6 +444,9 @@ class Shipper:
                 increments={page: (count, tag(page, name)) for page, count in queued.items()},
                 version=routed_at,
                 keys={page: tuple(sorted(page_keys)) for page, page_keys in keys.items()},
+                sealed_hour=sealed_hour,
+                visitors={page: tuple(sorted(ids)) for page, ids in visitors.items()},
+                fresh_visitors=self._fresh_visitors.fresh(day_of_hour(sealed_hour), visitors),
             )
 
         return seal

@@ -22,9 +22,10 @@ class Storage:
 
 def open_storage(settings: Settings) -> Storage:
     """Nothing is connected yet: `nodes.start()` and `manager.start()` do that."""
-    window = settings.idempotency_window_seconds
+    window, retention = settings.idempotency_window_seconds, settings.stats_retention_days
     if settings.redis_mode == "cluster":
         cluster = ClusterManager(settings)
-        return Storage(cluster, ClusterNodeSet(settings, cluster), ClusterStore(cluster, window))
+        store = ClusterStore(cluster, window, retention)
+        return Storage(cluster, ClusterNodeSet(settings, cluster), store)
     manager = RedisManager(settings)
-    return Storage(manager, NodeSet(settings, manager), NodeStore(manager, window))
+    return Storage(manager, NodeSet(settings, manager), NodeStore(manager, window, retention))

@@ -20,12 +20,22 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
+from visit_counter.admin.audit import NO_CHANGE, PageChange
+from visit_counter.analytics.reader import StatsReader
 from visit_counter.core.config import Settings
 from visit_counter.core.consistent_hash import ConsistentHashRing
 from visit_counter.core.errors import NodeUnavailableError, VisitNotKeptError
 from visit_counter.core.tasks import PeriodicTask
-from visit_counter.services.batch import UNKNOWN_TAG, PendingKeys, key_member, merge_pending
+from visit_counter.services.batch import (
+    UNKNOWN_TAG,
+    PendingKeys,
+    PendingVisitors,
+    key_member,
+    merge_pending,
+    merge_visitors,
+)
 from visit_counter.services.cache import StoredCountCache
 from visit_counter.services.events import Event, NodeEvents, ResetEvent, TopologyEvent
 from visit_counter.services.fencing import ResetFencing
@@ -69,7 +79,7 @@ class VisitCounter:
         self._nodes = nodes
         self._manager = nodes.manager
         self._store: CountStore = store or NodeStore(
-            self._manager, settings.idempotency_window_seconds
+            self._manager, settings.idempotency_window_seconds, settings.stats_retention_days
         )
         self.cache = StoredCountCache(settings.cache_ttl_seconds, settings.cache_capacity)
         self.writer = new_writer_id()
@@ -77,6 +87,7 @@ class VisitCounter:
         self.stats = CounterStats()
         self.pending: dict[str, int] = {}
         self.pending_keys: PendingKeys = {}  # idempotency keys of keyed visits in `pending`
+        self.pending_visitors: PendingVisitors = {}  # visitor ids of visits in `pending`
         self.visit_log = (
             VisitLog(settings.journal_dir, self.writer) if settings.journal_visits else None
         )
@@ -109,6 +120,7 @@ class VisitCounter:
         self.reader = PageReader(
             nodes, self._store, self.cache, self._shipper, self._buffered, self._queued_for
         )
+        self.analytics = StatsReader(nodes, self._store)  # days, hours, unique visitors
         self._started = False
         self._unscored_nodes: list[str] = []  # nodes whose earlier pages are not in the top
         self._backfill_failed: set[str] = set()
@@ -159,13 +171,17 @@ class VisitCounter:
 
     # -- the buffer (shipping.WriteBuffer) -------------------------------------
 
-    def take(self) -> tuple[dict[str, int], PendingKeys]:
+    def take(self) -> tuple[dict[str, int], PendingKeys, PendingVisitors]:
         swapped, self.pending = self.pending, {}
         keys, self.pending_keys = self.pending_keys, {}
-        return swapped, keys
+        visitors, self.pending_visitors = self.pending_visitors, {}
+        return swapped, keys, visitors
 
-    def give_back(self, increments: Mapping[str, int], keys: PendingKeys) -> None:
+    def give_back(
+        self, increments: Mapping[str, int], keys: PendingKeys, visitors: PendingVisitors
+    ) -> None:
         merge_pending(self.pending, self.pending_keys, increments, keys)
+        merge_visitors(self.pending_visitors, visitors)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -271,12 +287,16 @@ class VisitCounter:
 
     # -- the hot path ----------------------------------------------------------
 
-    def record_visit(self, page_id: str, key: str | None = None) -> None:
+    def record_visit(
+        self, page_id: str, key: str | None = None, visitor: str | None = None
+    ) -> None:
         """Count one visit in memory. Never waits on Redis; stored within one flush interval.
 
         `key`: the visit's idempotency key (visit_counter/core/idempotency.py). A key this
         buffer holds already is a repeat and adds nothing; any other repeat is
         dropped by the page's node when the batch arrives (G10).
+        `visitor`: who visited (visit_counter/core/visitor_id.py), for the page's unique
+        visitors of the day; None when that is not known (a server calling the API).
 
         Raises VisitNotKeptError when the page's node is unreachable, its memory
         cap is reached and the journal cannot be written: the visit is refused
@@ -296,6 +316,8 @@ class VisitCounter:
             self._log_visit(page_id, key)
         if key is not None:
             self.pending_keys.setdefault(page_id, set()).add(key)
+        if visitor is not None:
+            self.pending_visitors.setdefault(page_id, set()).add(visitor)
         pending = self.pending
         pending[page_id] = pending.get(page_id, 0) + 1
         self.stats.visits_accepted += 1
@@ -377,19 +399,22 @@ class VisitCounter:
         `PageReader.get_visits` for what a read promises."""
         return await self.reader.get_visits(page_id)
 
-    async def reset(self, page_id: str) -> None:
-        """Set the page to 0 on its node(s) and in every worker (pub/sub, well under a second).
+    async def reset(self, page_id: str, change: PageChange = NO_CHANGE) -> int:
+        """Set the page to `change.value` (0: a reset) on its node(s) and in every worker
+        (pub/sub, well under a second); returns the count it had.
 
-        Visits any worker accepted before it learns of the reset never reappear.
-        During a move the page is reset on its old owner, then on its new one
-        with at least the old owner's new epoch; every worker is told once both
-        are done (see visit_counter/topology/scripts.py).
+        Visits any worker accepted before it learns of the reset never reappear; later
+        ones are added on top of the value. During a move the page is reset on its old
+        owner, then on its new one (which takes the value and writes the audit entry)
+        with at least the old owner's new epoch; every worker is told once both are
+        done (see visit_counter/topology/scripts.py).
         """
         for _ in range(READ_ATTEMPTS):
             topology = self.topology
             owners = topology.reset_owners(page_id)
-            least, refused = 0, False
-            for name in owners:
+            least, refused, old = 0, False, 0
+            for number, name in enumerate(owners, 1):
+                last = number == len(owners)
                 result = await self._store.reset(
                     name,
                     page_id,
@@ -397,11 +422,12 @@ class VisitCounter:
                     move=topology.move,
                     least=least,
                     publish=len(owners) == 1,
+                    change=replace(change, earlier=old) if last else NO_CHANGE,
                 )
                 if result.epoch is None:
                     refused = True
                     break
-                least = result.epoch
+                least, old = result.epoch, old + result.old
             if refused:
                 await self._nodes.refresh()  # the reset went by an old topology: redo it
                 continue
@@ -410,7 +436,7 @@ class VisitCounter:
                     *(self._store.publish_reset(name, page_id, least) for name in owners)
                 )
             self._apply_reset(page_id, least)
-            return
+            return old
         raise NodeUnavailableError("the topology kept changing; retry the reset")
 
     def _hear_reset(self, page_id: str, epoch: int) -> None:
@@ -426,6 +452,7 @@ class VisitCounter:
     def _forget(self, page_id: str) -> None:
         self.pending.pop(page_id, None)
         self.pending_keys.pop(page_id, None)
+        self.pending_visitors.pop(page_id, None)
         for outbox in self._shipper.outboxes.values():
             outbox.forget(page_id)
         self.cache.discard(page_id)

@@ -29,7 +29,14 @@ from redis.asyncio import Redis
 from redis.exceptions import DataError, ResponseError
 
 from visit_counter.core.node_identity import TOPOLOGY_KEY
-from visit_counter.services.batch import APPLIED_KEY, EPOCHS_KEY, PAGE_KEY_PREFIX, RESETS_KEY
+from visit_counter.services.batch import (
+    APPLIED_KEY,
+    EPOCHS_KEY,
+    PAGE_KEY_PREFIX,
+    RESETS_KEY,
+    TOP_KEY,
+)
+from visit_counter.topology.carry import AnalyticsCarrier
 from visit_counter.topology.document import Topology
 from visit_counter.topology.nodeset import NodeSet, canonical_label
 from visit_counter.topology.scripts import (
@@ -37,6 +44,7 @@ from visit_counter.topology.scripts import (
     RAISE_RESETS_LUA,
     RECEIVE_LUA,
     TAKE_LUA,
+    carried_key,
     move_keys,
 )
 from visit_counter.topology.store import write_topology
@@ -65,6 +73,7 @@ class MoveSummary:
     pages: int = 0
     visits: int = 0
     seconds: float = 0.0
+    analytics_keys: int = 0  # a removed node's analytics keys handed over (carry.py)
     flows: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [pages, visits]
 
     def add(self, source: str, target: str, pages: int, visits: int) -> None:
@@ -97,6 +106,7 @@ class Mover:
         self._deadline = 0.0
         self._paced_since = 0.0  # when the pages counted in `_paced` began to move
         self._paced = 0
+        self._carrier = AnalyticsCarrier(self._manager, self._retry)
 
     # -- what to move --------------------------------------------------------
 
@@ -188,6 +198,9 @@ class Mover:
                 await self._move_pages(topology, source, pages, summary)
             await self._transfer(topology, summary)
             await self._transfer(topology, summary)  # a second scan: nothing may be left
+            for source in topology.previous or ():
+                if source not in topology.members:
+                    summary.analytics_keys += await self._carrier.carry(topology, source)
             topology = topology.stable()
             await self._publish(topology)
         summary.version = topology.version
@@ -223,7 +236,7 @@ class Mover:
             return
         last = Topology.from_json(held).move
         if last is not None and last != topology.move:
-            await client.delete(*move_keys(last))
+            await client.delete(*move_keys(last), carried_key(last))
 
     async def _raise_reset_counts(self, topology: Topology) -> None:
         async def count(label: str, least: int) -> int:
@@ -298,7 +311,10 @@ class Mover:
         sources = list(topology.previous or ())
         estimate = 0
         for source in sources:
-            estimate += int(await self._retry(source, self._manager.client(source).dbsize))
+            # Pages with a count are the top set's members (other keys are not pages).
+            client = self._manager.client(source)
+            scored = int(await self._retry(source, client.zcard, TOP_KEY))
+            estimate += scored or int(await self._retry(source, client.dbsize))
         done = 0
         for source in sources:
             async for pages in self._scan_pages(source):

@@ -47,6 +47,11 @@ def move_keys(move: int | None) -> tuple[str, str, str, str, str]:
     )
 
 
+def carried_key(move: int) -> str:
+    """The hash of a removed node's analytics keys the move has handed over (topology/carry.py)."""
+    return f"vc:move:{move}:carried"
+
+
 # KEYS: [topology hash]; ARGV: [version, write floor, reset floor, document].
 # Stores the document unless the node holds this version or a newer one; returns
 # the version the node holds afterwards.

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from visit_counter.api.deps import admin_only
-from visit_counter.api.v1.endpoints import counter, embed, ingest
+from visit_counter.api.v1.endpoints import admin, analytics, counter, embed, ingest
 from visit_counter.core.config import Settings
 
 
@@ -13,6 +13,8 @@ def build_api_router(settings: Settings) -> APIRouter:
     api_router.include_router(embed.router)
     api_router.include_router(counter.reset_router, **admin_only(settings))
     api_router.include_router(ingest.router, **admin_only(settings))
+    api_router.include_router(analytics.router, **admin_only(settings))
+    api_router.include_router(admin.router, **admin_only(settings))
     if settings.enable_metrics:
         api_router.include_router(counter.metrics_router, **admin_only(settings))
     return api_router

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from visit_counter.admin.audit import PageChange
 from visit_counter.api import visit_answers
 from visit_counter.api.deps import CounterDep, RuntimeDep, limit_visits, page_id_of
-from visit_counter.api.fast_visit import browser_user_agent
+from visit_counter.api.fast_visit import browser_user_agent, client_host
 from visit_counter.api.health import overall_health
 from visit_counter.core.idempotency import (
     HEADER,
@@ -25,13 +26,9 @@ from visit_counter.schemas.counter import (
     CounterReset,
     ErrorBody,
     SinkStatus,
-    TopPage,
-    TopPages,
     VisitCount,
     VisitRecorded,
 )
-
-MAX_TOP_LIMIT = 1000
 
 router = APIRouter(prefix="/counter", tags=["counter"])
 reset_router = APIRouter(prefix="/counter", tags=["counter"])  # behind ADMIN_TOKEN when set
@@ -113,6 +110,7 @@ async def record_visit(
         page_id_of(request, "visit"),
         browser_user_agent(request.scope),
         idempotency_key(key_header if key_header is not None else key_query),
+        client_host(request.scope),
         return_count=return_ == "count",
     )
     return Response(body, media_type="application/json")
@@ -125,23 +123,13 @@ async def get_visits(page_id: PageId, request: Request, runtime: RuntimeDep) -> 
     return Response(body, media_type="application/json")
 
 
-@router.get("/top", response_model=TopPages, responses=_UNAVAILABLE)
-async def get_top_pages(
-    counter: CounterDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_TOP_LIMIT, description="How many pages.")] = 10,
-) -> TopPages:
-    """The pages with the most visits stored, across every node (lags by one flush interval)."""
-    pages = await counter.reader.top_pages(limit)
-    return TopPages(pages=[TopPage(page_id=page, visits=visits) for page, visits in pages])
-
-
 @reset_router.delete(
     "/visits/{page_id:path}", response_model=CounterReset, responses=_INVALID | _UNAVAILABLE
 )
 async def reset_visits(page_id: PageId, request: Request, counter: CounterDep) -> CounterReset:
     """Reset a page's count to 0 on its node and in every worker."""
     page_id = page_id_of(request, "visits")
-    await counter.reset(page_id)
+    await counter.reset(page_id, PageChange(action="reset", client=client_host(request.scope)))
     return CounterReset(message=f"Counter reset for page {page_id}", page_id=page_id)
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from visit_counter.api.deps import RuntimeDep, page_id_of
+from visit_counter.api.fast_visit import client_host
 from visit_counter.core.errors import (
     InvalidPageIdError,
     InvalidParameterError,
@@ -67,7 +68,9 @@ def _page_with_suffix(request: Request, route: str, suffix: str) -> str:
 async def pixel(page_id: GifPageId, request: Request, runtime: RuntimeDep) -> Response:
     """Count one visit of `<page id>` and answer a 1x1 transparent GIF (`…/pixel/home.gif`)."""
     page = _page_with_suffix(request, "pixel", ".gif")
-    runtime.count_visit(page, request.headers.get("user-agent", ""))
+    runtime.count_visit(
+        page, request.headers.get("user-agent", ""), client_host=client_host(request.scope)
+    )
     return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
 
 
@@ -93,7 +96,9 @@ async def count_badge(
     if value_colour is None or label_colour is None:
         raise InvalidParameterError("color and label_color: a named colour or hex rgb")
     if count:
-        runtime.count_visit(page, request.headers.get("user-agent", ""))
+        runtime.count_visit(
+            page, request.headers.get("user-agent", ""), client_host=client_host(request.scope)
+        )
     try:
         value = f"{(await runtime.counter.get_visits(page)).visits:,}"
     except NodeUnavailableError:
