@@ -1,6 +1,7 @@
-"""The Lua both apply scripts (the ring's, services/batch.py; the cluster's, cluster/scripts.py)
-run to file a batch's visits by day and hour, and its visitors, in the same call that adds
-them to the counts: so the analytics are written exactly when the counts are, once per batch.
+"""The Lua both apply scripts (the ring's, services/node_scripts.py; the cluster's,
+cluster/scripts.py) run to file a batch's visits by day and hour, and its visitors, in the
+same call that adds them to the counts: so the analytics are written exactly when the
+counts are, once per batch.
 
 Only what the batch *added* is filed: visits a reset fenced off and repeated idempotency
 keys are not (they are not in the counts either). The batch's day, hour and visitor ids

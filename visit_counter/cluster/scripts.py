@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from visit_counter.admin.audit import SET_AND_AUDIT_LUA
 from visit_counter.analytics.scripts import STATS_LUA
-from visit_counter.services.batch import IDEMPOTENCY_LUA
+from visit_counter.services.node_scripts import IDEMPOTENCY_LUA
 
 RESETS_COUNTER_KEY = "vc:resets"
 
@@ -29,7 +29,7 @@ RESETS_COUNTER_KEY = "vc:resets"
 # Returns [1, then per page: new count or -1, epoch, then the repeats] | [0] (this group
 # applied before). A retry writes its mark again, unchanged: the WAIT that follows on
 # the same connection then also covers the first, possibly unreplicated, application.
-# Keys are handled as in the ring's script (IDEMPOTENCY_LUA in visit_counter/services/batch.py).
+# Keys are handled as in the ring's script (IDEMPOTENCY_LUA, services/node_scripts.py).
 APPLY_LUA = (
     IDEMPOTENCY_LUA
     + STATS_LUA

@@ -55,10 +55,10 @@ from visit_counter.cluster.scripts import APPLY_LUA, READ_LUA, RESET_LUA, RESETS
 from visit_counter.services.batch import (
     EVENTS_CHANNEL,
     PAGE_KEY_PREFIX,
-    TOP_BACKFILL_LUA,
     TOP_BUILT_KEY,
     Batch,
 )
+from visit_counter.services.node_scripts import TOP_BACKFILL_LUA
 from visit_counter.services.node_store import (
     ApplyResult,
     PageRead,

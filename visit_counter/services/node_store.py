@@ -30,21 +30,23 @@ from visit_counter.core.errors import NodeUnavailableError
 from visit_counter.core.redis_manager import RedisManager
 from visit_counter.services.batch import (
     APPLIED_KEY,
-    APPLY_BATCH_LUA,
     EPOCHS_KEY,
     EVENTS_CHANNEL,
     PAGE_KEY_PREFIX,
-    READ_PAGE_LUA,
-    RESET_COUNT_LUA,
-    RESET_PAGE_LUA,
     RESETS_KEY,
-    TOP_BACKFILL_LUA,
     TOP_BUILT_KEY,
     TOP_KEY,
     TOPOLOGY_KEY,
     Batch,
     idempotency_set_key,
     page_key,
+)
+from visit_counter.services.node_scripts import (
+    APPLY_BATCH_LUA,
+    READ_PAGE_LUA,
+    RESET_COUNT_LUA,
+    RESET_PAGE_LUA,
+    TOP_BACKFILL_LUA,
 )
 from visit_counter.topology.scripts import move_keys
 

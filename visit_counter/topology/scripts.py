@@ -15,7 +15,7 @@ in two steps, each idempotent, so the mover can die anywhere and run again:
 A count is thus deleted at the source once (TAKE moves it into `taken`) and
 added at the target once (`got` remembers). Between the two, a read still
 finds it: the page's count is (source count + out) + (target count - in),
-which neither step changes (READ_PAGE_LUA in batch.py).
+which neither step changes (READ_PAGE_LUA in services/node_scripts.py).
 
 A reset during the move runs on the source, then on the target with the
 source's new epoch as its *cutoff*: an amount taken before the reset (its
