@@ -81,6 +81,11 @@ async def test_days_hours_and_visitors_add_up_across_three_nodes(
     assert len(totals.hourly) == 48
     assert totals.hourly[-1].hour == f"{hour_name(datetime.now(UTC))}:00Z"
     assert sum(hour.visits for hour in totals.hourly) == sum(counts.values())
+    for node in redis_nodes:  # every key of a day expires with it, none lives for good
+        with redis.Redis(port=node.port) as client:
+            keys = [*client.scan_iter("vc:uv*"), *client.scan_iter("vc:day:*")]
+            assert keys
+            assert all(0 < client.ttl(key) <= 400 * 86_400 for key in keys)
 
 
 async def test_a_batch_is_filed_under_the_hour_it_was_sealed_in_once_however_often_sent(
