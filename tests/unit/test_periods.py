@@ -34,12 +34,8 @@ def test_unknown_sealing_hours_are_filed_as_now() -> None:
 
 def test_the_argument_carries_visitors_and_fresh_flags_by_index() -> None:
     window = StatsWindow.of(0, retention_days=30, now=NOW)
-    argument = json.loads(window.to_argument(3, {2: ["v1", "v2"]}, {2}))
-    assert (argument["n"], argument["visitors"], argument["fresh"]) == (
-        3,
-        {"2": ["v1", "v2"]},
-        {"2": 1},
-    )
+    argument = json.loads(window.to_argument(3, [(2, ["v1", "v2"], True), (3, ["v3"], False)]))
+    assert (argument["n"], argument["visitors"]) == (3, [[2, ["v1", "v2"], 1], [3, ["v3"], 0]])
 
 
 def test_the_days_and_hours_asked_for_end_now() -> None:

@@ -67,9 +67,26 @@ class HllFormatError(ValueError):
 
 def union_count(values: Iterable[bytes]) -> int:
     """What `PFCOUNT` answers for the `PFMERGE` of these raw HLL values (0 for none)."""
+    return registers_count(union_registers(values))
+
+
+def union_registers(values: Iterable[bytes]) -> int:
+    """The registers of the union of these raw HLL values, packed one per byte into an int:
+    what `registers_count` counts and `max_registers` merges further, so a union of unions
+    decodes every value once."""
     lanes = 0
     for number, value in enumerate(values):
         lanes = _lane_max(lanes, int.from_bytes(_registers(value, number), "little"))
+    return lanes
+
+
+def max_registers(a: int, b: int) -> int:
+    """The union of two `union_registers` results."""
+    return _lane_max(a, b)
+
+
+def registers_count(lanes: int) -> int:
+    """What `PFCOUNT` answers for a sketch with these registers (`union_registers`)."""
     registers = lanes.to_bytes(_REGISTERS, "little")
     histogram = [registers.count(v) for v in range(_Q + 2)]
     if sum(histogram) != _REGISTERS:  # never written by PFADD; hllCount would skip it silently

@@ -91,10 +91,11 @@ class StatsWindow:
             day_expires=int((day_began + timedelta(days=retention_days)).timestamp()),
         )
 
-    def to_argument(self, pages: int, visitors: dict[int, list[str]], fresh: set[int]) -> str:
-        """The script's last ARGV: this window, the batch's page count, per page index
-        (1-based) the visitor ids for its day's HyperLogLog, and the indexes of the pages
-        whose HyperLogLog needs the day's expiry set (`Batch.fresh_visitors`)."""
+    def to_argument(self, pages: int, visitors: list[tuple[int, list[str], bool]]) -> str:
+        """The script's last ARGV: this window, the batch's page count, and for each page
+        with visitor ids, in page order: its 1-based index, the ids for its day's
+        HyperLogLog, and whether that HyperLogLog needs the day's expiry set
+        (`Batch.fresh_visitors`)."""
         return json.dumps(
             {
                 "n": pages,
@@ -105,8 +106,7 @@ class StatsWindow:
                 "days_kept": self.retention_days,
                 "hours_kept": HOURS_KEPT,
                 "day_expires": self.day_expires,
-                "visitors": {str(index): ids for index, ids in visitors.items()},
-                "fresh": {str(index): 1 for index in fresh},
+                "visitors": [[index, ids, int(fresh)] for index, ids, fresh in visitors],
             },
             separators=(",", ":"),
         )
@@ -117,22 +117,33 @@ class PeriodCounts:
     """One node's part of a page's (or of all pages') analytics for the days and hours asked."""
 
     daily: list[int]  # visits per day asked for, in their order
-    visitors: list[bytes | None]  # the day's raw HyperLogLog (Redis's format), None: none
+    unique: list[int]  # visitors per day, counted by the node (PFCOUNT)
+    unique_overall: int  # visitors over the days, counted by the node
+    sketches: list[bytes | None] = field(default_factory=list)  # raw, when asked for
     hourly: list[int] = field(default_factory=list)  # totals only: visits per hour asked for
     pages: int = 0  # totals only: the pages with a count
+
+    @property
+    def has_visitors(self) -> bool:
+        return self.unique_overall > 0
 
     @classmethod
     def of_page(cls, reply: list[Any]) -> PeriodCounts:
         """From READ_PAGE_DAYS_LUA's reply (analytics/scripts.py)."""
-        daily, visitors = reply
-        return cls(daily=_ints(daily), visitors=_sketches(visitors))
+        daily, unique, overall, sketches = reply
+        return cls(_ints(daily), _ints(unique), int(overall), _sketches(sketches))
 
     @classmethod
     def of_totals(cls, reply: list[Any], pages: int) -> PeriodCounts:
         """From READ_TOTALS_LUA's reply."""
-        daily, hourly, visitors = reply
+        daily, hourly, unique, overall, sketches = reply
         return cls(
-            daily=_ints(daily), visitors=_sketches(visitors), hourly=_ints(hourly), pages=pages
+            _ints(daily),
+            _ints(unique),
+            int(overall),
+            _sketches(sketches),
+            hourly=_ints(hourly),
+            pages=pages,
         )
 
 

@@ -7,9 +7,11 @@ keeps all of it. On a
 cluster, the topology is the one cluster node, and a resharding moves the keys with the
 bucket.
 
-HyperLogLogs read off different nodes are merged here (`hll.union_count`), in a worker
-thread: a year of dense sketches is milliseconds of CPU that must not hold up the event
-loop, and with it the hot path.
+Visitors a single node holds are counted by that node (PFCOUNT, one per day and one over
+the days): the usual case, a page's history on its owner. Only when several nodes hold
+some (a page's history split by a move; the totals of a ring of several nodes) are the raw
+sketches fetched and merged here (`hll.py`), in a worker thread: a month of dense
+sketches is milliseconds of CPU that must not hold up the event loop.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from visit_counter.analytics.hll import union_count
+from visit_counter.analytics.hll import max_registers, registers_count, union_registers
 from visit_counter.analytics.periods import PeriodCounts, last_days, last_hours
 from visit_counter.services.node_store import CountStore
 from visit_counter.topology.nodeset import NodeSet
@@ -55,43 +57,67 @@ class StatsReader:
         """The page's last `days` days, summed over every node (see the module docstring).
         NodeUnavailableError when a node cannot answer."""
         day_names = last_days(days)
-        return await self._merged(
-            lambda node: self._store.page_periods(node, page_id, day_names), day_names, []
-        )
+
+        def read(node: str, sketches: bool) -> Awaitable[PeriodCounts]:
+            return self._store.page_periods(node, page_id, day_names, sketches=sketches)
+
+        return await self._merged(read, day_names, [])
 
     async def totals(self, days: int) -> PeriodStats:
         """All pages' last `days` days and 48 hours, and how many pages have a count."""
         day_names, hour_names = last_days(days), last_hours()
-        return await self._merged(
-            lambda node: self._store.total_periods(node, day_names, hour_names),
-            day_names,
-            hour_names,
-        )
+
+        def read(node: str, sketches: bool) -> Awaitable[PeriodCounts]:
+            return self._store.total_periods(node, day_names, hour_names, sketches=sketches)
+
+        return await self._merged(read, day_names, hour_names)
 
     async def _merged(
         self,
-        read: Callable[[str], Awaitable[PeriodCounts]],
+        read: Callable[[str, bool], Awaitable[PeriodCounts]],
         day_names: list[str],
         hour_names: list[str],
     ) -> PeriodStats:
-        parts = await asyncio.gather(*(read(node) for node in self._nodes.topology.nodes))
-        return await asyncio.to_thread(_merge, parts, day_names, hour_names)
+        """Counts added up; visitors as the nodes counted them when one node holds them all
+        (the usual case), else merged here from the sketches of the nodes that hold some."""
+        nodes = self._nodes.topology.nodes
+        parts = await asyncio.gather(*(read(node, False) for node in nodes))
+        holders = [node for node, part in zip(nodes, parts, strict=True) if part.has_visitors]
+        if len(holders) <= 1:
+            held = next((part for part in parts if part.has_visitors), None)
+            unique = held.unique if held is not None else [0] * len(day_names)
+            overall = held.unique_overall if held is not None else 0
+        else:
+            with_sketches = await asyncio.gather(*(read(node, True) for node in holders))
+            unique, overall = await asyncio.to_thread(_merge_visitors, with_sketches, day_names)
+        hourly = [sum(part.hourly[i] for part in parts) for i in range(len(hour_names))]
+        daily = [sum(part.daily[i] for part in parts) for i in range(len(day_names))]
+        return PeriodStats(
+            visits=sum(daily),
+            unique_visitors=overall,
+            daily=[
+                DayStats(date=name, visits=visits, unique_visitors=visitors)
+                for name, visits, visitors in zip(day_names, daily, unique, strict=True)
+            ],
+            hourly=[
+                HourStats(hour=f"{name}:00Z", visits=visits)
+                for name, visits in zip(hour_names, hourly, strict=True)
+            ],
+            pages=sum(part.pages for part in parts),
+        )
 
 
-def _merge(parts: list[PeriodCounts], day_names: list[str], hour_names: list[str]) -> PeriodStats:
-    daily = [sum(part.daily[i] for part in parts) for i in range(len(day_names))]
-    hourly = [sum(part.hourly[i] for part in parts) for i in range(len(hour_names))]
-    sketches = [[raw for part in parts if (raw := part.visitors[i])] for i in range(len(day_names))]
-    return PeriodStats(
-        visits=sum(daily),
-        unique_visitors=union_count(raw for day in sketches for raw in day),
-        daily=[
-            DayStats(date=name, visits=visits, unique_visitors=union_count(day))
-            for name, visits, day in zip(day_names, daily, sketches, strict=True)
-        ],
-        hourly=[
-            HourStats(hour=f"{name}:00Z", visits=visits)
-            for name, visits in zip(hour_names, hourly, strict=True)
-        ],
-        pages=sum(part.pages for part in parts),
-    )
+def _merge_visitors(parts: list[PeriodCounts], day_names: list[str]) -> tuple[list[int], int]:
+    """Visitors per day and over the days, from several nodes' sketches: each day's union,
+    then the union of the days', every sketch decoded once."""
+    unique: list[int] = []
+    overall = 0
+    for i in range(len(day_names)):
+        sketches = [raw for part in parts if (raw := part.sketches[i])]
+        if not sketches:
+            unique.append(0)
+            continue
+        day = union_registers(sketches)
+        unique.append(registers_count(day))
+        overall = max_registers(overall, day)
+    return unique, registers_count(overall)

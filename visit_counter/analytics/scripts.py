@@ -9,9 +9,9 @@ come in its last ARGV, a JSON object (`analytics/periods.py` `StatsWindow.to_arg
 
 Commands per page of a batch: one HINCRBY for its day, and one PFADD when it brought
 visitor ids (plus one EXPIREAT the first time a writer sends the page's visitors in a
-day). Per batch: one HINCRBY each for the node's totals by day and by hour, an EXPIREAT
-for the day's hash, and a PFADD and EXPIREAT for the node's visitors of the day. Redis
-Commands per 1,000 visits stay within issue 13's 4,000 (see docs/benchmarks.md).
+day). Per batch: one HINCRBY each for the node's totals by day and by hour, and a PFADD
+and EXPIREAT for the node's visitors of the day; the day's hash gets its EXPIREAT once a
+day. Redis commands per 1,000 visits stay within issue 13's 4,000 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ local function drop_older(hash, oldest, keep)
 end
 
 -- Adds `amount` to `field` of a totals hash (nothing when the field is ""); a new field
--- drops the ones that fell out of the window.
+-- drops the ones that fell out of the window. True when the field is new.
 local function count_period(hash, field, amount, oldest, keep)
   if field ~= '' and tonumber(redis.call('HINCRBY', hash, field, amount)) == amount then
     drop_older(hash, oldest, keep)
+    return true
   end
+  return false
 end
 
 local function add_ids(hll, ids)
@@ -51,24 +53,35 @@ local function add_ids(hll, ids)
   end
 end
 
+-- Page index -> {its visitors key, its visitor ids, whether fresh}: `stats.visitors` holds
+-- [index, ids, fresh (1/0)] for each page that brought ids, in page order, and their keys
+-- follow one another from KEYS[first + 1].
+local function visitors_of_pages(first)
+  local by_index = {}
+  for j, entry in ipairs(stats.visitors) do
+    by_index[entry[1]] = {KEYS[first + j], entry[2], entry[3] == 1}
+  end
+  return by_index
+end
+
 -- Page `i`: the `amount` visits the batch added to it (0: none; its visitors are filed all
 -- the same: they came) into the day's hash, and its visitors into its day's HyperLogLog,
 -- which gets the day's expiry when the writer sends the page's visitors the first time
--- today (`fresh`).
-local function page_stats(i, page, amount, day_hash, hll)
+-- today (fresh).
+local function page_stats(i, page, amount, day_hash, page_visitors)
   if stats.day == '' then
     return
   end
   if amount > 0 then
     redis.call('HINCRBY', day_hash, page, amount)
   end
-  local ids = stats.visitors[tostring(i)]
-  if ids then
-    add_ids(hll, ids)
-    if stats.fresh[tostring(i)] then
-      redis.call('EXPIREAT', hll, stats.day_expires)
+  local visitors = page_visitors[i]
+  if visitors then
+    add_ids(visitors[1], visitors[2])
+    if visitors[3] then
+      redis.call('EXPIREAT', visitors[1], stats.day_expires)
     end
-    for _, id in ipairs(ids) do
+    for _, id in ipairs(visitors[2]) do
       batch_visitors[#batch_visitors + 1] = id
     end
   end
@@ -76,15 +89,15 @@ end
 
 -- The batch's `total` added visits into the node's (bucket's) totals by day and hour, and
 -- its visitors into the node's visitors of the day (`hll`; nil in cluster mode, where
--- they are one key for the whole cluster). The day's hash gets its expiry here, once per
--- batch rather than per page.
+-- they are one key for the whole cluster). The day's hash gets its expiry from the batch
+-- that begins the day's totals, which is the batch that created the hash: once per node
+-- (bucket) and day, not per page or per batch.
 local function totals_stats(total, day_hash, daily, hourly, hll)
   if total > 0 then
-    count_period(daily, stats.day, total, stats.oldest_day, stats.days_kept)
-    count_period(hourly, stats.hour, total, stats.oldest_hour, stats.hours_kept)
-    if stats.day ~= '' then
+    if count_period(daily, stats.day, total, stats.oldest_day, stats.days_kept) then
       redis.call('EXPIREAT', day_hash, stats.day_expires)
     end
+    count_period(hourly, stats.hour, total, stats.oldest_hour, stats.hours_kept)
   end
   if hll ~= nil and stats.day ~= '' and #batch_visitors > 0 then
     add_ids(hll, batch_visitors)
@@ -106,24 +119,46 @@ end
 return 1
 """
 
-# KEYS: [the day hash of each day asked for, then the page's visitors key of each]
-# ARGV: [page id]
-# Returns [visits per day, raw HyperLogLog per day (nil: none)]: the page's part on this node.
-READ_PAGE_DAYS_LUA = """
-local days = #KEYS / 2
-local visits, visitors = {}, {}
-for i = 1, days do
-  visits[i] = redis.call('HGET', KEYS[i], ARGV[1])
-  visitors[i] = redis.call('GET', KEYS[days + i])
+# Lua shared by the two reads below: per day key, PFCOUNT (0: no sketch), then one PFCOUNT
+# over them all (a visitor of several days once), and the raw sketches when asked for.
+_VISITORS_READ_LUA = """
+local function read_visitors(first, last, with_raws)
+  local counts, raws = {}, {}
+  for i = first, last do
+    counts[#counts + 1] = redis.call('PFCOUNT', KEYS[i])
+    if with_raws then
+      raws[#raws + 1] = redis.call('GET', KEYS[i])
+    end
+  end
+  return counts, redis.call('PFCOUNT', unpack(KEYS, first, last)), raws
 end
-return {visits, visitors}
 """
 
+# KEYS: [the day hash of each day asked for, then the page's visitors key of each]
+# ARGV: [page id, with raw sketches (1/0)]
+# Returns [visits per day, visitors per day, visitors over the days, raw sketch per day
+# (only with raws; nil: none)]: the page's part on this node. Sketches on one node are
+# counted here; only a page whose days sit on several nodes needs the raws merged.
+READ_PAGE_DAYS_LUA = (
+    _VISITORS_READ_LUA
+    + """
+local days = #KEYS / 2
+local visits = {}
+for i = 1, days do
+  visits[i] = redis.call('HGET', KEYS[i], ARGV[1])
+end
+local counts, overall, raws = read_visitors(days + 1, #KEYS, ARGV[2] == '1')
+return {visits, counts, overall, raws}
+"""
+)
+
 # KEYS: [totals by day, totals by hour, then the visitors key of each day asked for]
-# ARGV: [the days..., then the hours...]
-# Returns [visits per day, visits per hour, raw HyperLogLog per day (nil: none)]: the
-# node's (or bucket's) totals over its pages.
-READ_TOTALS_LUA = """
+# ARGV: [with raw sketches (1/0), the days..., then the hours...]
+# Returns [visits per day, visits per hour, visitors per day, visitors over the days, raw
+# sketch per day (only with raws)]: the node's (or bucket's) totals over its pages.
+READ_TOTALS_LUA = (
+    _VISITORS_READ_LUA
+    + """
 local days = #KEYS - 2
 local function hmget(hash, first, last)
   local values = {}
@@ -135,9 +170,7 @@ local function hmget(hash, first, last)
   end
   return values
 end
-local visitors = {}
-for i = 1, days do
-  visitors[i] = redis.call('GET', KEYS[i + 2])
-end
-return {hmget(KEYS[1], 1, days), hmget(KEYS[2], days + 1, #ARGV), visitors}
+local counts, overall, raws = read_visitors(3, #KEYS, ARGV[1] == '1')
+return {hmget(KEYS[1], 2, days + 1), hmget(KEYS[2], days + 2, #ARGV), counts, overall, raws}
 """
+)

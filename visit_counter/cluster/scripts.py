@@ -20,9 +20,9 @@ from visit_counter.services.node_scripts import IDEMPOTENCY_LUA
 RESETS_COUNTER_KEY = "vc:resets"
 
 # KEYS: [applied marks of the bucket, epochs of the bucket, page keys..., then the
-#        idempotency key set of each keyed page, then the bucket's top set, then each
-#        page's visitors of the day, then the bucket's day hash and its totals by day and
-#        by hour (visit_counter/analytics/keys.py)]
+#        idempotency key set of each keyed page, then the bucket's top set, then the
+#        visitors of the day of each page that brought visitor ids, then the bucket's
+#        day hash and its totals by day and by hour (visit_counter/analytics/keys.py)]
 # ARGV: [seq, mark field, keyed pages, key window in ms, then page id, count and tag per
 #        page, then per keyed page: its index among the pages, how many keys, the keys,
 #        and last the batch's analytics window (visit_counter/analytics/scripts.py)]
@@ -44,7 +44,7 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
 local keyed = tonumber(ARGV[3])
 local count = stats.n
 local top = KEYS[3 + count + keyed]
-local first_visitors = 3 + count + keyed  -- + i: page i's visitors of the day
+local page_visitors = visitors_of_pages(3 + count + keyed)
 local day_hash = KEYS[#KEYS - 2]
 local pages = {}
 for i = 1, count do
@@ -79,7 +79,7 @@ for i = 1, count do
     out[#out + 1] = -1
   end
   out[#out + 1] = current
-  page_stats(i, pages[i], filed, day_hash, KEYS[first_visitors + i])
+  page_stats(i, pages[i], filed, day_hash, page_visitors)
 end
 totals_stats(added, day_hash, KEYS[#KEYS - 1], KEYS[#KEYS], nil)
 return with_repeats(out, repeats, repeated)

@@ -112,7 +112,7 @@ class ClusterStore:
             keys.extend(idempotency_set_key(page_id) for _, page_id in keyed)
             keys.append(top_key(bucket))
             tag = bucket_tag(bucket)
-            keys += (visitors_key(page_id, window.day, tag) for page_id in pages)
+            keys += (visitors_key(page, window.day, tag) for page in batch.visitor_pages(pages))
             keys += (day_key(window.day, tag), totals_daily_key(tag), totals_hourly_key(tag))
             args.append(batch.stats_argument(pages, window))
             calls.append(self._call(keys, args))
@@ -219,20 +219,23 @@ class ClusterStore:
         entries.sort(key=lambda entry: (-entry[1], entry[0]))
         return entries[:limit]
 
-    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
+    async def page_periods(
+        self, node: str, page_id: str, days: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
         """The page's analytics, from its bucket (one script call on its primary)."""
         tag = bucket_tag(bucket_of(page_id))
         keys = [day_key(day, tag) for day in days] + [
             visitors_key(page_id, day, tag) for day in days
         ]
-        (answer,) = await self._scripts(
-            self._read_page_days, [self._call(keys, [page_id])], durable=False
-        )
+        call = self._call(keys, [page_id, int(sketches)])
+        (answer,) = await self._scripts(self._read_page_days, [call], durable=False)
         return PeriodCounts.of_page(answer.reply)
 
-    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+    async def total_periods(
+        self, node: str, days: list[str], hours: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
         """Every bucket's totals summed (three commands per bucket, one pipeline per
-        primary), and the cluster's visitors per day (one key per day)."""
+        primary), and the cluster's visitors, one key per day, counted where they are."""
         commands: list[tuple[int, tuple[Any, ...]]] = []
         for bucket in range(BUCKETS):
             tag = bucket_tag(bucket)
@@ -242,17 +245,18 @@ class ClusterStore:
                 (slot, ("HMGET", totals_hourly_key(tag), *hours)),
                 (slot, ("ZCARD", top_key(bucket))),
             )
-        for day in days:
-            key = total_visitors_key(day, CLUSTER_TOTALS_TAG)
-            commands.append((self._cluster.keyslot(key), ("GET", key)))
+        visitor_keys = [total_visitors_key(day, CLUSTER_TOTALS_TAG) for day in days]
+        slot = self._cluster.keyslot(visitor_keys[0])
+        commands += ((slot, ("PFCOUNT", key)) for key in visitor_keys)
+        commands.append((slot, ("PFCOUNT", *visitor_keys)))
         replies = [a.reply for a in await self._commands(commands, durable=False)]
         daily, hourly, pages = [0] * len(days), [0] * len(hours), 0
         for at in range(0, 3 * BUCKETS, 3):
             daily = [total + int(v or 0) for total, v in zip(daily, replies[at], strict=True)]
             hourly = [total + int(v or 0) for total, v in zip(hourly, replies[at + 1], strict=True)]
             pages += int(replies[at + 2])
-        visitors = [bytes(raw) if raw else None for raw in replies[3 * BUCKETS :]]
-        return PeriodCounts(daily=daily, visitors=visitors, hourly=hourly, pages=pages)
+        unique = [int(count) for count in replies[3 * BUCKETS : -1]]
+        return PeriodCounts(daily, unique, int(replies[-1]), hourly=hourly, pages=pages)
 
     async def backfill_top(self, node: str) -> int:
         """Score the pages stored before the buckets' top sets existed, bucket by bucket."""

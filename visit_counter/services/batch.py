@@ -179,15 +179,18 @@ class Batch:
 
     def stats_argument(self, pages: list[str], window: StatsWindow) -> str:
         """The apply scripts' last ARGV for `pages` (in their order among the script's):
-        `window`, with the visitor ids and fresh flags by the pages' 1-based index."""
-        visitors: dict[int, list[str]] = {}
-        fresh: set[int] = set()
-        for index, page in enumerate(pages, 1):
-            if page in self.visitors:
-                visitors[index] = list(self.visitors[page])
-                if page in self.fresh_visitors:
-                    fresh.add(index)
-        return window.to_argument(len(pages), visitors, fresh)
+        `window`, with the visitor ids and fresh flags of the pages that have some."""
+        visitors = [
+            (index, list(self.visitors[page]), page in self.fresh_visitors)
+            for index, page in enumerate(pages, 1)
+            if page in self.visitors
+        ]
+        return window.to_argument(len(pages), visitors)
+
+    def visitor_pages(self, pages: list[str]) -> list[str]:
+        """Of `pages`, in their order, those with visitor ids (whose keys the scripts get)."""
+        visitors = self.visitors
+        return [page for page in pages if page in visitors] if visitors else []
 
     def pending_visitors(self) -> PendingVisitors:
         """The visitor ids as the in-memory queues hold them."""

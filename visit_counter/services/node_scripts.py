@@ -95,9 +95,9 @@ end
 """
 
 # KEYS: [applied hash, epochs hash, resets count, topology hash, page keys...,
-#        then the idempotency key set of each keyed page, then each page's visitors of
-#        the day, then the day's hash, the node's totals by day and by hour and its
-#        visitors of the day (visit_counter/analytics/keys.py)]
+#        then the idempotency key set of each keyed page, then the visitors of the day of
+#        each page that brought visitor ids, then the day's hash, the node's totals by
+#        day and by hour and its visitors of the day (visit_counter/analytics/keys.py)]
 # ARGV: [writer, seq, channel, mark field, topology version, release 1's mark field (the
 #        writer alone; "" when the batch is sent to another node than its own),
 #        keyed pages, key window in ms, then count and tag per page, then per keyed
@@ -128,7 +128,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
 local keyed = tonumber(ARGV[7])
 local count = stats.n
-local first_visitors = 4 + count + keyed  -- + i: page i's visitors of the day
+local page_visitors = visitors_of_pages(4 + count + keyed)
 local day_hash = KEYS[#KEYS - 3]
 local prefix_len = string.len('__PAGE_KEY_PREFIX__')
 local pages = {}
@@ -171,7 +171,7 @@ for i = 1, count do
     out[#out + 1] = -1
   end
   out[#out + 1] = current
-  page_stats(i, pages[i], filed, day_hash, KEYS[first_visitors + i])
+  page_stats(i, pages[i], filed, day_hash, page_visitors)
 end
 totals_stats(added, day_hash, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
 if highest_tag > reset_count(KEYS[2], KEYS[3]) then

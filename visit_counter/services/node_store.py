@@ -153,11 +153,16 @@ class CountStore(Protocol):
         return 0 at once). Returns the pages added."""
         ...
 
-    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
-        """The page's visits and visitors per day kept on the node."""
+    async def page_periods(
+        self, node: str, page_id: str, days: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
+        """The page's visits and visitors per day kept on the node (with `sketches`, the
+        raw HyperLogLogs too, to merge with other nodes')."""
         ...
 
-    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+    async def total_periods(
+        self, node: str, days: list[str], hours: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
         """The same over all the node's pages, and how many pages it holds a count of."""
         ...
 
@@ -233,7 +238,7 @@ class NodeStore:
             TOPOLOGY_KEY,
             *(page_key(page_id) for page_id in pages),
             *(idempotency_set_key(page_id) for _, page_id in keyed),
-            *(visitors_key(page_id, window.day) for page_id in pages),
+            *(visitors_key(page_id, window.day) for page_id in batch.visitor_pages(pages)),
             day_key(window.day),
             totals_daily_key(),
             totals_hourly_key(),
@@ -343,16 +348,21 @@ class NodeStore:
         await self._call(node, lambda: client.set(TOP_BUILT_KEY, 1))
         return added
 
-    async def page_periods(self, node: str, page_id: str, days: list[str]) -> PeriodCounts:
+    async def page_periods(
+        self, node: str, page_id: str, days: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
         keys = [day_key(day) for day in days] + [visitors_key(page_id, day) for day in days]
         script = self._for(node).read_page_days
-        return PeriodCounts.of_page(await self._call(node, lambda: script(keys, [page_id])))
+        reply = await self._call(node, lambda: script(keys, [page_id, int(sketches)]))
+        return PeriodCounts.of_page(reply)
 
-    async def total_periods(self, node: str, days: list[str], hours: list[str]) -> PeriodCounts:
+    async def total_periods(
+        self, node: str, days: list[str], hours: list[str], *, sketches: bool = False
+    ) -> PeriodCounts:
         keys = [totals_daily_key(), totals_hourly_key()]
         keys += (total_visitors_key(day) for day in days)
         script = self._for(node).read_totals
-        reply = await self._call(node, lambda: script(keys, [*days, *hours]))
+        reply = await self._call(node, lambda: script(keys, [int(sketches), *days, *hours]))
         client = self._manager.client(node)
         pages = await self._call(node, lambda: client.zcard(TOP_KEY))
         return PeriodCounts.of_totals(reply, int(pages))
