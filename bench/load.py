@@ -24,6 +24,11 @@ from bench.processes import LOAD_CPU, REPO_ROOT, pinned
 
 RESULT_MARK = "BENCH_RESULT "
 PAGE_PLACEHOLDER = "{page}"
+# What a browser's request carries (`browser_visitors`): an Origin makes the service take the
+# User-Agent as the visitor's, and the visitor number at its end makes each one a visitor of
+# its own (ids are per address and User-Agent, and every request comes from 127.0.0.1).
+BROWSER_ORIGIN = "http://bench.example"
+BROWSER_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 OPEN_ENDED_S = 3600  # the duration a started load is given: `stop` ends it long before
 
 
@@ -35,6 +40,14 @@ class LoadSpec:
     path: str
     pages: int = 0  # > 0: `{page}` is page-0 .. page-(pages-1), drawn uniformly per request
     body: str = ""  # a JSON body sent with every request (Content-Type: application/json)
+    # > 0: every request carries `Origin` and the User-Agent of visitor k, k drawn uniformly in
+    # 0 .. browser_visitors-1 per request (`browser_user_agent(k)`), as a browser's would
+    browser_visitors: int = 0
+
+
+def browser_user_agent(visitor: int) -> str:
+    """The User-Agent visitor number `visitor` sends: a current Firefox's, numbered."""
+    return f"{BROWSER_USER_AGENT} visitor/{visitor}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +186,8 @@ end
 
 def wrk_script(spec: LoadSpec) -> str:
     """A wrk Lua script for `spec`: fixed method and path, or a random page per request."""
+    if spec.browser_visitors > 0:
+        return _wrk_browser_script(spec)
     if spec.body:
         return (
             f'wrk.method = "{spec.method}"\nwrk.path = "{spec.path}"\n'
@@ -192,6 +207,39 @@ init = function(args)
 end
 request = function()
   return requests[math.random(0, {spec.pages - 1})]
+end
+{_WRK_DONE}"""
+
+
+def _wrk_browser_script(spec: LoadSpec) -> str:
+    """Requests formatted per call: the paths and User-Agents are made once, in `init`, and a
+    request is one table store and `wrk.format` (a few string joins): wrk stays far ahead of
+    the server. The requests of pages x visitors could not all be made in advance."""
+    prefix, _, suffix = spec.path.partition(PAGE_PLACEHOLDER)
+    pages = max(spec.pages, 1)
+    path = f'"{prefix}" .. i .. "{suffix}"' if spec.pages > 0 else f'"{spec.path}"'
+    body = "nil"
+    content_type = ""
+    if spec.body:
+        body = f"[==[{spec.body}]==]"
+        content_type = '  headers["Content-Type"] = "application/json"\n'
+    return f"""
+local paths, agents, headers = {{}}, {{}}, {{}}
+local body = {body}
+init = function(args)
+  math.randomseed(tonumber(args[1]) or os.time())
+  for i = 0, {pages - 1} do
+    paths[i] = {path}
+  end
+  for k = 0, {spec.browser_visitors - 1} do
+    agents[k] = "{BROWSER_USER_AGENT} visitor/" .. k
+  end
+  headers["Host"] = wrk.headers["Host"]
+  headers["Origin"] = "{BROWSER_ORIGIN}"
+{content_type}end
+request = function()
+  headers["User-Agent"] = agents[math.random(0, {spec.browser_visitors - 1})]
+  return wrk.format("{spec.method}", paths[math.random(0, {pages - 1})], headers, body)
 end
 {_WRK_DONE}"""
 
@@ -262,7 +310,7 @@ class PythonLoad(_CommandLoad):
             sys.executable, "-m", "bench.pyload", "--base-url", base_url,
             "--method", spec.method, "--path", spec.path, "--pages", str(spec.pages),
             "--duration", str(duration_s), "--connections", str(connections),
-            "--body", spec.body,
+            "--body", spec.body, "--browser-visitors", str(spec.browser_visitors),
         ]  # fmt: skip
 
 

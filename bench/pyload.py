@@ -1,10 +1,10 @@
 """Fallback load generator (asyncio + httpx), used where `wrk` cannot be had.
 
 `python -m bench.pyload --base-url URL --method POST --path /x/{page} --pages 10000
---duration 10 --connections 32` prints one `BENCH_RESULT {json}` line, like the
-wrk scripts; SIGINT ends the run early (requests in flight finish), then it
-reports. Python costs far more per request than wrk, so on a shared core it
-is usually the bottleneck; the report says which generator ran.
+--duration 10 --connections 32 [--browser-visitors N]` prints one `BENCH_RESULT {json}`
+line, like the wrk scripts; SIGINT ends the run early (requests in flight finish), then
+it reports. Python costs far more per request than wrk, so on a shared core it is
+usually the bottleneck; the report says which generator ran.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.load import PAGE_PLACEHOLDER, RESULT_MARK
+from bench.load import BROWSER_ORIGIN, PAGE_PLACEHOLDER, RESULT_MARK, browser_user_agent
 
 
 @dataclass
@@ -44,15 +44,17 @@ async def _connection(
     client: httpx.AsyncClient,
     method: str,
     next_path: Callable[[], str],
+    next_headers: Callable[[], dict[str, str] | None],
     body: str,
     window: Window,
     tally: Tally,
 ) -> None:
-    headers = {"content-type": "application/json"} if body else None
     content = body.encode() if body else None
     while (started := time.perf_counter()) < window.deadline:
         try:
-            response = await client.request(method, next_path(), content=content, headers=headers)
+            response = await client.request(
+                method, next_path(), content=content, headers=next_headers()
+            )
         except httpx.HTTPError:
             tally.socket_errors += 1
             continue
@@ -76,6 +78,14 @@ async def generate(args: argparse.Namespace) -> dict[str, float]:
             return f"{prefix}{rng.randrange(args.pages)}{suffix}"
         return str(args.path)
 
+    fixed = {"content-type": "application/json"} if args.body else {}
+
+    def next_headers() -> dict[str, str] | None:
+        if args.browser_visitors > 0:
+            visitor = rng.randrange(args.browser_visitors)
+            return {**fixed, "origin": BROWSER_ORIGIN, "user-agent": browser_user_agent(visitor)}
+        return fixed or None
+
     # One client per connection: a shared pool's bookkeeping costs more than the requests.
     tally = Tally()
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -89,7 +99,7 @@ async def generate(args: argparse.Namespace) -> dict[str, float]:
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, window.close)
         await asyncio.gather(
             *(
-                _connection(client, args.method, next_path, args.body, window, tally)
+                _connection(client, args.method, next_path, next_headers, args.body, window, tally)
                 for client in clients
             )
         )
@@ -117,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--path", required=True)
     parser.add_argument("--pages", type=int, default=0)
     parser.add_argument("--body", default="", help="a JSON body sent with every request")
+    parser.add_argument(
+        "--browser-visitors",
+        type=int,
+        default=0,
+        help="> 0: each request carries Origin and the User-Agent of one of this many visitors",
+    )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seed", type=int, default=20260101)

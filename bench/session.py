@@ -14,12 +14,13 @@ from typing import Protocol
 from bench.load import LoadGenerator
 from bench.processes import ServerProcess, counting_calls
 from bench.results import BenchConfig, Measurement
-from bench.scenarios import Scenario
+from bench.scenarios import SCENARIOS, Scenario
 from bench.service import wait_flushed
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 SETTLE_STEP_S = 0.2
 SETTLE_TIMEOUT_S = 5.0
+SEED_S = 3  # at most: the load that writes what read scenarios read, when it has not run
 
 
 class CountedNodes(Protocol):
@@ -65,6 +66,23 @@ class Session:
             calls = later
         return calls
 
+    def seed(self) -> None:
+        """Store what read scenarios read when the scenario that writes it does not run
+        before them: its load for a few seconds, flushed (e.g. `--scenarios op`)."""
+        ran: set[str] = set()
+        for scenario in self.config.scenarios:
+            source = scenario.reads_data_of
+            if source and source not in ran:
+                writer = next(s for s in SCENARIOS if s.key == source)
+                seconds = min(SEED_S, self.config.duration_s)
+                print(f"bench: {seconds}s of {writer.label} first, for {scenario.label}",
+                      flush=True)  # fmt: skip
+                server = self.servers[writer.server]
+                self.load.run(server.url, writer.load, seconds, self.config.connections)
+                self._settle(writer)
+                ran.add(source)
+            ran.add(scenario.key)
+
     def warm_up(self) -> None:
         for scenario in self.config.scenarios:
             server = self.servers[scenario.server]
@@ -95,6 +113,7 @@ class Session:
         )
 
     def run_all(self) -> list[Measurement]:
+        self.seed()
         if self.config.warmup_s > 0:
             print(f"bench: warm-up, {self.config.warmup_s}s per scenario", flush=True)
             self.warm_up()
