@@ -9,7 +9,8 @@ and valid input accepted, and auth enforced where it is declared.
 
 Then the exactly-once promise, end to end: per page, the count stored on the nodes
 equals the 2xx POSTs the fuzzer made after that page's last 2xx DELETE, a POST whose
-idempotency key the page had seen before (resets keep keys) counting none. Pages are
+idempotency key the page had seen before (resets keep keys) counting none; a 2xx PUT
+(a set) leaves the count it set. Pages are
 keyed by the `page_id` the service echoes, which is the id it counted, whatever the
 HTTP client did to the generated path.
 """
@@ -73,6 +74,8 @@ class Ledger:
         elif method == "DELETE":
             self.expected[page_id] = 0
             self.resets += 1
+        elif method == "PUT":  # a set: the count is what it set
+            self.expected[page_id] = body["visits"]
 
     def _ingested(self, case: schemathesis.Case) -> None:
         """A batch the service took: each page's count, once per (page, key, count)."""
@@ -110,6 +113,11 @@ class Ledger:
 
 
 def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str, ledger: Ledger) -> None:
+    # Valid requests carry the admin token. Invalid ones carry what schemathesis made of the
+    # headers: adding the token back would undo a mutation that removed it, and leave a request
+    # whose only other flaw (an unknown query parameter, which the API ignores) is accepted.
+    headers = AUTH if mode is GenerationMode.POSITIVE else None
+
     @hypothesis.settings(
         max_examples=EXAMPLES,
         derandomize=True,
@@ -120,13 +128,13 @@ def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str, ledger: 
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
-        response = case.call(base_url=base_url, headers=AUTH, timeout=10)
+        response = case.call(base_url=base_url, headers=headers, timeout=10)
         try:
             body = response.json()
         except ValueError:
             body = None
         ledger.record(case, response.status_code, body)
-        case.validate_response(response, headers=AUTH)
+        case.validate_response(response, headers=headers)
 
     try:
         run()
@@ -144,6 +152,10 @@ def test_fuzzed_api_keeps_its_schema_and_counts_exactly(
     schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {operation.label for operation in operations}
+    # Not fuzzed here: an import sets or adds many pages from a generated file, which the
+    # ledger would have to parse as the service does. tests/unit/test_import_rows.py and
+    # tests/integration/test_admin.py hold its parsing and its counts to account instead.
+    operations = [op for op in operations if op.label != "POST /api/v1/counter/import"]
     assert {
         "POST /api/v1/counter/visit/{page_id}",
         "GET /api/v1/counter/visits/{page_id}",

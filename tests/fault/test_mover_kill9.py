@@ -40,8 +40,8 @@ from visit_counter.core.embedded_nodes import RedisNodeProcess
 
 pytestmark = pytest.mark.fault
 
-PAGES = 20_000
-RESET_PAGES = 500  # pages with a reset epoch, for the move to carry to their new owner
+PAGES = 10_000
+RESET_PAGES = 250  # pages with a reset epoch, for the move to carry to their new owner
 
 
 def rng_for_this_run() -> random.Random:

@@ -221,6 +221,9 @@ def test_the_routes_answer_stats_and_check_their_days(
             assert refused.status_code == 422
             assert refused.json()["error"] == "invalid_parameter"
         assert client.get("/api/v1/counter/stats/bad%00id").status_code == 422
+        for route in ("stats", "pixel", "badge"):  # no route matches a line feed: still 422
+            refused = client.get(f"/api/v1/counter/{route}/a%0Ab")
+            assert (refused.status_code, refused.json()["error"]) == (422, "invalid_page_id")
 
 
 @pytest.mark.cluster

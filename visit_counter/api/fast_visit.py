@@ -8,8 +8,8 @@ same code as their FastAPI twins in `endpoints/counter.py` (`visit_answers.py`),
 which stay registered for the OpenAPI docs and answer whatever this passes on: a
 query string other than `return=count` and `idempotency_key=…`, and every other
 route. The request body is never read. A page id holding a line feed is refused
-here whatever the query: Starlette's `{page_id:path}` cannot match it, so FastAPI
-would answer 404 instead of the page id's 422.
+here whatever the query and whatever the counter route: Starlette's `{page_id:path}`
+cannot match it, so FastAPI would answer 404 instead of the page id's 422.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class FastVisitRoute:
         self.app = app
         self._visit_path = f"{api_prefix}/counter/visit/"
         self._visits_path = f"{api_prefix}/counter/visits/"
+        self._counter_path = f"{api_prefix}/counter/"
         self._rate_limiter = rate_limiter
         self._keep_trailing_slash = keep_trailing_slash
 
@@ -70,7 +71,20 @@ class FastVisitRoute:
             ):
                 await self._read(scope, send)
                 return
+            elif "\n" in path and path.startswith(self._counter_path):
+                await self._refuse_line_feed(send, path[len(self._counter_path) :])
+                return
         await self.app(scope, receive, send)
+
+    async def _refuse_line_feed(self, send: Send, rest: str) -> None:
+        """Any other counter route (pixel, badge, stats, a set...) with a line feed in its
+        path: no route can match it, so the page id's own 422 rather than FastAPI's 404."""
+        try:
+            normalize_page_id(rest, keep_trailing_slash=self._keep_trailing_slash)
+        except CounterError as exc:
+            await _send_error(send, exc)
+            return
+        raise AssertionError("a page id holding a line feed was accepted")
 
     async def _visit(self, scope: Scope, send: Send, return_count: bool, key: bytes | None) -> None:
         raw_page_id: str = scope["path"][len(self._visit_path) :]

@@ -29,11 +29,13 @@ BODY_TIMEOUT_SECONDS = 10.0
 SHAPE = f"a JSON object of page id -> visit count: 1 to {MAX_PAGES} pages, counts 1 to {MAX_COUNT}"
 
 
-def check_head(content_type: str | None, content_length: str | None) -> None:
+def check_head(
+    content_type: str | None, content_length: str | None, route: str = "batch ingest"
+) -> None:
     """Refuse what the headers already show to be wrong (415, 413) before reading a byte."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise UnsupportedMediaTypeError("batch ingest takes Content-Type: application/json")
+        raise UnsupportedMediaTypeError(f"{route} takes Content-Type: application/json")
     declared = int(content_length) if content_length and content_length.isdigit() else 0
     if declared > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"the body may hold at most {MAX_BODY_BYTES} bytes")

@@ -13,7 +13,7 @@ def build_api_router(settings: Settings) -> APIRouter:
     api_router.include_router(embed.router)
     api_router.include_router(counter.reset_router, **admin_only(settings))
     api_router.include_router(ingest.router, **admin_only(settings))
-    api_router.include_router(analytics.router, **admin_only(settings))
+    api_router.include_router(analytics.analytics_router(settings), **admin_only(settings))
     api_router.include_router(admin.router, **admin_only(settings))
     if settings.enable_metrics:
         api_router.include_router(counter.metrics_router, **admin_only(settings))

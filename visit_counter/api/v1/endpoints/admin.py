@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -26,8 +27,9 @@ from visit_counter.admin.operations import Admin
 from visit_counter.admin.storage import admin_store
 from visit_counter.api.deps import RuntimeDep, page_id_of
 from visit_counter.api.fast_visit import client_host
+from visit_counter.api.ingest_body import check_head, read_body
 from visit_counter.api.v1.endpoints.counter import PageId
-from visit_counter.core.errors import UnsupportedMediaTypeError
+from visit_counter.core.errors import InvalidBodyError, UnsupportedMediaTypeError
 from visit_counter.schemas.counter import ErrorBody
 
 router = APIRouter(prefix="/counter", tags=["admin"])
@@ -36,14 +38,38 @@ MAX_AUDIT_LIMIT = 1000
 IMPORT_ID_PATTERN = r"^[!-~]{1,64}$"
 BODY_STALL_SECONDS = 30.0  # an import body that sends nothing for this long is cut off: 408
 
+_SET_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"visits": {"type": "integer", "minimum": 0, "maximum": MAX_VISITS}},
+                "required": ["visits"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+_ROW = {
+    "type": "object",
+    "properties": {"page_id": {"type": "string"}, "visits": {"type": "integer", "minimum": 0}},
+    "required": ["page_id", "visits"],
+}
+_IMPORT_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Rows of page id and count: CSV (`page_id,visits` lines, a header "
+    "optional), a JSON array of objects, or the same objects one per line (NDJSON).",
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "array", "items": _ROW}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    },
+}
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid page id, parameter or body"},
     503: {"model": ErrorBody, "description": "A node cannot answer now"},
 }
-
-
-class SetVisits(BaseModel):
-    visits: int = Field(ge=0, le=MAX_VISITS, description="The page's new count.")
 
 
 class VisitsSet(BaseModel):
@@ -72,15 +98,39 @@ def _admin(runtime: RuntimeDep) -> Admin:
     return Admin(runtime.counter, admin_store(runtime.manager))
 
 
-@router.put("/visits/{page_id:path}", response_model=VisitsSet, responses=_ANSWERS)
-async def set_visits(
-    page_id: PageId, body: SetVisits, request: Request, runtime: RuntimeDep
-) -> VisitsSet:
+@router.put(
+    "/visits/{page_id:path}",
+    response_model=VisitsSet,
+    responses={
+        413: {"model": ErrorBody, "description": "The body is over 1 MiB"},
+        415: {"model": ErrorBody, "description": "The body is not application/json"},
+        **_ANSWERS,
+    },
+    openapi_extra={"requestBody": _SET_BODY},
+)
+async def set_visits(page_id: PageId, request: Request, runtime: RuntimeDep) -> VisitsSet:
     """Set a page's count exactly. Fenced like a reset: visits accepted before it are
     dropped, visits after it are added on top."""
     page_id = page_id_of(request, "visits")
-    old = await _admin(runtime).set_visits(page_id, body.visits, client_host(request.scope))
-    return VisitsSet(page_id=page_id, visits=body.visits, previous_visits=old)
+    headers = request.headers
+    check_head(headers.get("content-type"), headers.get("content-length"), "a set")
+    visits = _visits_of(await read_body(request.stream()))
+    old = await _admin(runtime).set_visits(page_id, visits, client_host(request.scope))
+    return VisitsSet(page_id=page_id, visits=visits, previous_visits=old)
+
+
+def _visits_of(body: bytes) -> int:
+    """The count of a `{"visits": N}` body; 422 `invalid_body` for anything else."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    visits = data.get("visits") if isinstance(data, dict) and len(data) == 1 else None
+    if type(visits) is float and visits.is_integer():  # JSON's 3.0 is the number 3
+        visits = int(visits)
+    if type(visits) is not int or not 0 <= visits <= MAX_VISITS:
+        raise InvalidBodyError(f'the body must be {{"visits": N}}, N from 0 to {MAX_VISITS}')
+    return visits
 
 
 @router.get("/audit", response_model=AuditLog, responses=_ANSWERS)
@@ -119,7 +169,15 @@ async def export_counts(
     )
 
 
-@router.post("/import", responses=_ANSWERS)
+@router.post(
+    "/import",
+    openapi_extra={"requestBody": _IMPORT_BODY},
+    responses={
+        408: {"model": ErrorBody, "description": "The body stalled"},
+        415: {"model": ErrorBody, "description": "Not CSV, JSON or JSON lines"},
+        **_ANSWERS,
+    },
+)
 async def import_counts(
     request: Request,
     runtime: RuntimeDep,
