@@ -37,7 +37,10 @@ from bench.summary import Summary, summarize
 from visit_counter.core.config import CLUSTER_BATCH_SIZE_LIMIT
 
 THROUGHPUT_GOAL = 0.9  # POST req/s on the cluster / on the ring, at least
-COMMANDS_GOAL = 1_100  # Redis commands per 1,000 visits on the cluster, at most
+# Redis commands per 1,000 visits on the cluster, at most: issue 13's budget, with every
+# analytics structure written. Issue 11 set 1,100 when a flush stored the counts alone; the
+# day of each page (one HINCRBY per page) and the buckets' totals came with issue 13.
+COMMANDS_GOAL = 4_000
 FLUSH_GOAL_MS = 200  # a 10,000-page flush on the cluster, below (the slowest of the repeats)
 MIN_REPLICAS_ACK = 1
 SPREAD = next(scenario for scenario in SCENARIOS if scenario.key == "b")
@@ -94,7 +97,7 @@ class ClusterResult:
                 self.throughput_ratio >= THROUGHPUT_GOAL,
             ),
             Goal(
-                "Redis commands per 1,000 visits on the cluster (b)",
+                "Redis commands per 1,000 visits on the cluster (b; issue 13's budget)",
                 self.commands_per_1k,
                 f"<= {COMMANDS_GOAL:,}",
                 self.commands_per_1k <= COMMANDS_GOAL,
