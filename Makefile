@@ -34,9 +34,11 @@ run: $(STAMP)
 ## chromium and chromium-driver for the browser tests, which are skipped without them, and
 ## prometheus for promtool, which lints /metrics and tests the alert rules, skipped without it).
 ## Two pytest workers, a test file each at a time (every test starts its own processes and
-## ports, and session fixtures are per worker): half the wall time on 2 cores.
+## ports, and session fixtures are per worker): half the wall time on 2 cores. The tests that
+## move nodes under load while reading (marked `serial`) then run alone, as they were written.
 test: $(STAMP) lint typecheck test-tools
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 # $(call apt_install,commands,packages,what happens without them[,then]): install the Debian
 # packages when one of the commands is missing and apt-get is there (apt-get update first if

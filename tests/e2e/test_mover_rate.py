@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import NodeFactory, SettingsFactory, node_urls
 from tests.support.topology import newest_topology, page_keys, placement, run_app, seed_counts
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 async def test_a_paced_add_moves_every_page_exactly(

@@ -29,7 +29,7 @@ from tests.support.topology import (
     seed_counts,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 API = "/api/v1/counter"
 SEEDED = 5_000  # pages on the nodes before the services start, so the moves have work

@@ -38,7 +38,7 @@ from tests.support.topology import (
 from visit_counter.analytics.keys import DAY_PREFIX
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.serial]
 
 PAGES = 10_000
 RESET_PAGES = 250  # pages with a reset epoch, for the move to carry to their new owner

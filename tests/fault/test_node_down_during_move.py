@@ -32,7 +32,7 @@ from tests.support.topology import (
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 from visit_counter.topology.scripts import move_keys
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.serial]
 
 PAGES = 20_000
 # Acknowledged writes survive a SIGKILL of a node only when each is on disk first.

@@ -25,6 +25,10 @@ from visit_counter.topology.nodeset import TopologyError
 pytestmark = pytest.mark.cluster
 
 
+# Run alone (`make test` runs `serial` tests after the rest): on a loaded machine its 800
+# reads gathered at once can exceed redis-py's cluster connection pool, which refuses an
+# acquire past its size (MaxConnectionsError) rather than waiting; see the issue 11 note.
+@pytest.mark.serial
 async def test_counts_are_exact_on_the_cluster_and_read_back(
     cluster: LocalCluster, make_settings: SettingsFactory
 ) -> None:
