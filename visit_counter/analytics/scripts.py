@@ -65,18 +65,26 @@ local function visitors_of_pages(first)
   return by_index
 end
 
--- A page's visitors (an entry of `visitors_of_pages`) into its day's HyperLogLog, which
--- gets the day's expiry when the writer sends the page's visitors the first time today.
--- The apply scripts call it, and HINCRBY the page's day by what they added, inline: per
--- page, only when `filing` (a function call per page costs a flush of 10,000 pages ms).
--- A page's visitors are filed even when none of its visits were added: they came.
-local function file_visitors(visitors)
-  add_ids(visitors[1], visitors[2])
-  if visitors[3] then
-    redis.call('EXPIREAT', visitors[1], stats.day_expires)
+-- Page `i`: the `filed` visits the batch added to it into the day's hash, and its visitors
+-- (`visitors_of_pages`) into its day's HyperLogLog, which gets the day's expiry when the
+-- writer sends the page's visitors the first time today. A page's visitors are filed even
+-- when none of its visits were added (a reset fenced them, or a repeated key): they came.
+local function file_page(i, page, filed, day_hash, page_visitors)
+  if not filing then
+    return
   end
-  for _, id in ipairs(visitors[2]) do
-    batch_visitors[#batch_visitors + 1] = id
+  if filed > 0 then
+    redis.call('HINCRBY', day_hash, page, filed)
+  end
+  local visitors = page_visitors[i]
+  if visitors then
+    add_ids(visitors[1], visitors[2])
+    if visitors[3] then
+      redis.call('EXPIREAT', visitors[1], stats.day_expires)
+    end
+    for _, id in ipairs(visitors[2]) do
+      batch_visitors[#batch_visitors + 1] = id
+    end
   end
 end
 

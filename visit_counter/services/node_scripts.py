@@ -171,14 +171,7 @@ for i = 1, count do
     out[#out + 1] = -1
   end
   out[#out + 1] = current
-  if filing then
-    if filed > 0 then
-      redis.call('HINCRBY', day_hash, pages[i], filed)
-    end
-    if page_visitors[i] then
-      file_visitors(page_visitors[i])
-    end
-  end
+  file_page(i, pages[i], filed, day_hash, page_visitors)
 end
 totals_stats(added, day_hash, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
 if highest_tag > reset_count(KEYS[2], KEYS[3]) then
