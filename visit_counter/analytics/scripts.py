@@ -107,16 +107,14 @@ local function totals_stats(total, day_hash, daily, hourly, hll)
 end
 """
 
-# KEYS: [the cluster's visitors of the day]; ARGV: [TTL in seconds, visitor ids...].
-# PFADD needs no applied mark: adding an id twice changes nothing.
+# KEYS: [the cluster's visitors of the day]; ARGV: [when the day's keys expire (Unix
+# seconds, `StatsWindow.day_expires`), visitor ids...]. PFADD needs no applied mark: adding
+# an id twice changes nothing; nor EXPIREAT, absolute: the same for every writer.
 TOTAL_VISITORS_LUA = """
-local created = redis.call('EXISTS', KEYS[1]) == 0
 for first = 2, #ARGV, 1000 do
   redis.call('PFADD', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
-if created then
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
 

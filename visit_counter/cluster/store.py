@@ -32,7 +32,6 @@ from visit_counter.analytics.keys import (
 )
 from visit_counter.analytics.periods import (
     DEFAULT_RETENTION_DAYS,
-    SECONDS_PER_DAY,
     PeriodCounts,
     StatsWindow,
 )
@@ -140,7 +139,7 @@ class ClusterStore:
         if stored:
             await self._publish_stored(batch.writer, stored)
         if batch.visitors and window.day:
-            await self._add_total_visitors(window.day, batch)
+            await self._add_total_visitors(window, batch)
         return ApplyResult(
             applied=bool(stored or dropped),
             stored=stored,
@@ -284,14 +283,14 @@ class ClusterStore:
         await self._primaries.guarded(self._cluster.set(TOP_BUILT_KEY, 1))
         return added
 
-    async def _add_total_visitors(self, day: str, batch: Batch) -> None:
+    async def _add_total_visitors(self, window: StatsWindow, batch: Batch) -> None:
         """The batch's visitors into the cluster's visitors of the day (one key, not one per
-        bucket: a read then needs no merge of a thousand HyperLogLogs). PFADD needs no
-        mark: a retry adds nothing new."""
+        bucket: a read then needs no merge of a thousand HyperLogLogs), expiring with the
+        day's other keys. PFADD needs no mark: a retry adds nothing new."""
         ids = sorted({visitor for ids in batch.visitors.values() for visitor in ids})
-        key = total_visitors_key(day, CLUSTER_TOTALS_TAG)
-        ttl = self._retention_days * SECONDS_PER_DAY
-        await self._scripts(self._total_visitors, [self._call([key], [ttl, *ids])], durable=False)
+        key = total_visitors_key(window.day, CLUSTER_TOTALS_TAG)
+        call = self._call([key], [window.day_expires, *ids])
+        await self._scripts(self._total_visitors, [call], durable=False)
 
     async def _publish_stored(self, writer: str, stored: dict[str, int]) -> None:
         """Tell the other workers the new counts (their caches); a lost event only ages them."""
