@@ -71,7 +71,7 @@ def make_batch(seq: int, increments: dict[str, tuple[int, int]], writer: str = W
 
 
 def test_a_new_outbox_is_empty_and_has_nothing_to_send() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
 
     assert outbox.empty
@@ -82,7 +82,7 @@ def test_a_new_outbox_is_empty_and_has_nothing_to_send() -> None:
 
 
 def test_add_merges_into_the_queue() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
 
     outbox.add({"a": 1, "b": 2})
     outbox.add({"a": 3, "c": 1})
@@ -93,7 +93,7 @@ def test_add_merges_into_the_queue() -> None:
 
 
 def test_a_key_queued_twice_is_one_visit_and_rides_in_the_sealed_batch() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     outbox.add({"a": 3}, {"a": {"k1", "k2"}})  # two keyed visits and an unkeyed one
     outbox.add({"a": 2, "b": 1}, {"a": {"k2", "k3"}, "b": {"k1"}})  # k2 again (a retry)
 
@@ -109,7 +109,7 @@ def test_a_key_queued_twice_is_one_visit_and_rides_in_the_sealed_batch() -> None
 
 
 def test_a_visitor_queued_twice_is_held_once_and_rides_in_the_sealed_batch() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     outbox.add({"a": 2}, visitors={"a": {"v1", "v2"}})
     outbox.add({"a": 1, "b": 1}, visitors={"a": {"v2"}, "b": {"v1"}})  # v2 came back
 
@@ -126,7 +126,7 @@ def test_a_visitor_queued_twice_is_held_once_and_rides_in_the_sealed_batch() -> 
 
 
 def test_forget_drops_a_pages_queued_visits_keys_and_visitors() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     outbox.add({"a": 1, "b": 1}, {"a": {"k"}}, {"a": {"v"}, "b": {"w"}})
     outbox.forget("a")
 
@@ -156,7 +156,7 @@ def test_keys_survive_the_journal_format_and_follow_their_pages_when_rerouted() 
 
 
 def test_batches_go_out_inflight_then_spilled_oldest_first_then_queued() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     seal = sealer.for_node(NODE)
 
@@ -183,7 +183,7 @@ def test_batches_go_out_inflight_then_spilled_oldest_first_then_queued() -> None
 
 
 def test_the_queue_is_not_sealed_while_spilled_batches_wait() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     offset = journal.append(make_batch(1, {"s": (1, 0)}))
     outbox.spilled.append(offset)
@@ -198,7 +198,7 @@ def test_the_queue_is_not_sealed_while_spilled_batches_wait() -> None:
 
 
 def test_inflight_is_resent_unchanged_until_acknowledged() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     seal = sealer.for_node(NODE)
     outbox.add({"a": 1, "b": 2})
@@ -223,7 +223,7 @@ def test_inflight_is_resent_unchanged_until_acknowledged() -> None:
 
 
 def test_acknowledging_a_spilled_batch_drops_its_offset_only() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     offsets = [journal.append(make_batch(seq, {f"p{seq}": (1, 0)})) for seq in (1, 2)]
     outbox.spilled.extend(offsets)
@@ -237,7 +237,7 @@ def test_acknowledging_a_spilled_batch_drops_its_offset_only() -> None:
 
 
 def test_acknowledging_a_sealed_batch_leaves_spilled_offsets_alone() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     outbox.add({"a": 1})
     outbox.next_batch(sealer.for_node(NODE), journal.read)
@@ -250,7 +250,7 @@ def test_acknowledging_a_sealed_batch_leaves_spilled_offsets_alone() -> None:
 
 
 def test_seal_queued_takes_the_queue_and_leaves_inflight_alone() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     seal = sealer.for_node(NODE)
     assert outbox.seal_queued(seal) is None
@@ -269,7 +269,7 @@ def test_seal_queued_takes_the_queue_and_leaves_inflight_alone() -> None:
 
 
 def test_memory_counts_cover_inflight_and_queued() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     outbox.add({"a": 2, "b": 3})
     outbox.next_batch(sealer.for_node(NODE), journal.read)
@@ -281,7 +281,7 @@ def test_memory_counts_cover_inflight_and_queued() -> None:
 
 
 def test_release_forgets_a_failed_batch_from_disk_and_rereads_it_next_time() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     offset = journal.append(make_batch(7, {"s": (2, 0)}))
     outbox.spilled.append(offset)
@@ -301,7 +301,7 @@ def test_release_forgets_a_failed_batch_from_disk_and_rereads_it_next_time() -> 
 
 
 def test_release_keeps_a_failed_batch_that_exists_only_in_memory() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     outbox.add({"a": 1})
     failed = outbox.next_batch(sealer.for_node(NODE), journal.read)
@@ -313,7 +313,7 @@ def test_release_keeps_a_failed_batch_that_exists_only_in_memory() -> None:
 
 
 def test_an_inflight_batch_written_to_disk_goes_out_before_older_spills() -> None:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     sealer, journal = Sealer(), FakeJournal()
     seal = sealer.for_node(NODE)
     outbox.add({"a": 1})
@@ -342,7 +342,7 @@ def test_an_inflight_batch_written_to_disk_goes_out_before_older_spills() -> Non
 def outbox_with(
     inflight: Batch | None, queued: dict[str, int] | None = None, spilled: bool = False
 ) -> NodeOutbox:
-    outbox = NodeOutbox(NODE)
+    outbox = NodeOutbox(NODE, WRITER)
     outbox.inflight = inflight
     outbox.queued = dict(queued or {})
     if spilled:
@@ -397,7 +397,7 @@ class SwapThenSend(RuleBasedStateMachine):
         self.ring = ConsistentHashRing(NODES, virtual_nodes=10)
         self.sealer = Sealer()
         self.journal = FakeJournal()
-        self.outboxes = {node: NodeOutbox(node) for node in NODES}
+        self.outboxes = {node: NodeOutbox(node, WRITER) for node in NODES}
         self.buffer: dict[str, int] = {}
         self.increments: Counter[str] = Counter()
         self.acknowledged: Counter[str] = Counter()
@@ -524,7 +524,7 @@ TestSwapThenSend = SwapThenSend.TestCase
 
 
 def test_an_unreadable_spilled_batch_is_dropped_and_the_next_one_is_sent() -> None:
-    outbox = NodeOutbox("node")
+    outbox = NodeOutbox("node", WRITER)
     outbox.spilled.extend([10, 20])
     later = make_batch(7, {"p": (2, 0)})
 

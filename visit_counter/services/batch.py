@@ -57,6 +57,13 @@ PendingVisitors = dict[str, set[str]]
 _AMOUNT_SEPARATOR = "\x1f"
 
 
+def applied_mark(writer: str, node: str) -> str:
+    """The field of a node's applied hash for `writer`'s batches routed to ring node `node`:
+    per writer *and* ring node, so one ring node's batch never passes for another's retry
+    on a shared server."""
+    return f"{writer}|{node}"
+
+
 def page_key(page_id: str) -> str:
     return PAGE_KEY_PREFIX + page_id
 
@@ -131,9 +138,8 @@ class Batch:
 
     @property
     def mark(self) -> str:
-        """The field of the node's applied hash for this batch: per writer *and* ring node,
-        so one ring node's batch never passes for another's retry on a shared server."""
-        return f"{self.writer}|{self.node}"
+        """The field of the node's applied hash for this batch (`applied_mark`)."""
+        return applied_mark(self.writer, self.node)
 
     def rerouted(self, owner_of: Callable[[str], str], version: int) -> list[Batch]:
         """This batch split by today's owners, after a node refused its stale routing.

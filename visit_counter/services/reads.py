@@ -3,7 +3,9 @@ or from the page's node(s), one read per page under way at a time.
 
 `VisitCounter` owns the buffer and the outboxes and tells the reader when a reset or a
 topology change happened (`changed`): a node read that raced one is done again, so the
-stored part and the pending part of an answer always agree.
+stored part and the pending part of an answer always agree. Flushes that end while a
+node's answer is on its way need no second read: the outbox tells which of the batches
+it let go the answer holds (`NodeOutbox.pending_at`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import dataclass
 from visit_counter.core.errors import NodeUnavailableError
 from visit_counter.services.cache import StoredCountCache
 from visit_counter.services.node_store import CountStore, PageRead
+from visit_counter.services.outbox import NodeOutbox, ReadMark
 from visit_counter.services.shipping import Shipper
+from visit_counter.topology.document import Topology
 from visit_counter.topology.nodeset import NodeSet
 
-READ_ATTEMPTS = 3  # a read (or a reset) that keeps racing changes gives up after this many
+READ_ATTEMPTS = 3  # a read that keeps racing changes gives up after this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +45,17 @@ class PageReader:
         cache: StoredCountCache,
         shipper: Shipper,
         buffered: Callable[[str], int],
-        queued_for: Callable[[str, str, int], int],
+        epoch: Callable[[str], int],
     ) -> None:
-        """`buffered(page)`: the page's visits in the buffer; `queued_for(page, node,
-        applied_seq)`: its visits in the node's outbox that are not in the node's count."""
+        """`buffered(page)`: the page's visits in the buffer; `epoch(page)`: the newest
+        reset of the page this process knows of (older increments will be dropped)."""
         self._nodes = nodes
         self._manager = nodes.manager
         self._store = store
         self._cache = cache
         self._shipper = shipper
         self._buffered = buffered
-        self._queued_for = queued_for
+        self._epoch = epoch
         self._generation = 0  # resets and topology changes seen: a read racing one is redone
         self._reads: dict[str, asyncio.Task[VisitCount]] = {}  # node reads under way, by page
 
@@ -129,38 +133,78 @@ class PageReader:
             read.exception()  # retrieved here: every reader may have gone
 
     async def _read_through(self, page_id: str) -> VisitCount:
-        acks = self._shipper.acks
+        raced: tuple[int, str] | None = None  # the stored count and owner of the last attempt
         for _ in range(READ_ATTEMPTS):
             topology = self._nodes.topology
             owner, source = topology.read_owners(page_id)
             nodes = (owner,) if source is None else (source, owner)
-            before = (*(acks.get(name) for name in nodes), self._generation)
-            reads = (
-                self._store.read(
-                    name,
-                    page_id,
-                    self._shipper.outboxes[name].inflight_mark or "",
-                    role=0 if source is None else (1 if name == source else -1),
-                    move=topology.move,
-                )
-                for name in nodes
-            )
-            # One node (no move): awaited as it is; gather would wrap it in a task.
-            parts = [await next(reads)] if source is None else await asyncio.gather(*reads)
-            if any(part.topology_version > topology.version for part in parts):
-                await self._nodes.refresh()  # a node knows a newer topology: read by it
+            outboxes = [self._outbox(name) for name in nodes]
+            marks = [outbox.read_mark() for outbox in outboxes]
+            try:
+                answer = await self._read_nodes(page_id, topology, source, outboxes, marks)
+            except NodeUnavailableError:
+                # A node that left the topology while it was read (a move ended) is not
+                # one that is down: read again by the newer topology, if there is one.
+                if (await self._nodes.refresh()).version == topology.version:
+                    raise
                 continue
-            stored = sum(part.count for part in parts)
-            pending = self._buffered(page_id) + sum(
-                self._queued_for(page_id, name, part.applied_seq)
-                for name, part in zip(nodes, parts, strict=True)
+            finally:
+                for outbox in outboxes:
+                    outbox.read_done()
+            if isinstance(answer, VisitCount):
+                return answer
+            raced = answer if answer is not None else raced
+        if raced is None:
+            raise NodeUnavailableError(f"the topology kept changing while {page_id!r} was read")
+        # Every attempt raced a change: the last answer, marked as not confirmed.
+        stored, owner = raced
+        return VisitCount(stored + self._own_pending(page_id, owner), "in_memory", stale=True)
+
+    async def _read_nodes(
+        self,
+        page_id: str,
+        topology: Topology,
+        source: str | None,
+        outboxes: list[NodeOutbox],
+        marks: list[ReadMark],
+    ) -> VisitCount | tuple[int, str] | None:
+        """One attempt, on the nodes of `outboxes` (the move's `source` first, if any, then
+        the owner): the answer, or what it read when a change raced it (the stored count
+        and the owner), or None when a node knows a newer topology."""
+        owner = outboxes[-1].node
+        reads = (
+            self._store.read(
+                outbox.node,
+                page_id,
+                mark.field,
+                role=0 if source is None else (1 if outbox.node == source else -1),
+                move=topology.move,
             )
-            if before == (*(acks.get(name) for name in nodes), self._generation):
-                # No flush, reset or topology change ran meanwhile: stored and pending agree.
-                if source is None:
-                    self._cache.put(page_id, stored)
-                return VisitCount(stored + pending, self._served_via(owner, parts))
+            for outbox, mark in zip(outboxes, marks, strict=True)
+        )
+        generation = self._generation
+        # One node (no move): awaited as it is; gather would wrap it in a task.
+        parts = [await next(reads)] if source is None else await asyncio.gather(*reads)
+        if any(part.topology_version > topology.version for part in parts):
+            await self._nodes.refresh()  # a node knows a newer topology: read by it
+            return None
+        stored = sum(part.count for part in parts)
+        if generation != self._generation:
+            return stored, owner  # a reset or a topology change ran meanwhile
+        epoch = self._epoch(page_id)
+        queued = [
+            outbox.pending_at(page_id, epoch, mark, part.applied_seq)
+            for outbox, mark, part in zip(outboxes, marks, parts, strict=True)
+        ]
+        if None in queued:
+            return stored, owner  # the outbox cannot tell what the answer holds
+        pending = self._buffered(page_id) + sum(q for q in queued if q is not None)
+        if source is None:
+            self._cache.put(page_id, stored)
         return VisitCount(stored + pending, self._served_via(owner, parts))
+
+    def _outbox(self, name: str) -> NodeOutbox:
+        return self._shipper.outboxes[name]
 
     def _served_via(self, owner: str, parts: list[PageRead]) -> str:
         """`redis_<port>` of the server that answered for the owner (cluster: per slot)."""
@@ -168,4 +212,6 @@ class PageReader:
         return f"redis_{port}"
 
     def _own_pending(self, page_id: str, owner: str) -> int:
-        return self._buffered(page_id) + self._queued_for(page_id, owner, 0)
+        """Buffered and queued for `owner`, counting the batch being sent as not stored."""
+        pending_for = self._outbox(owner).pending_for
+        return self._buffered(page_id) + pending_for(page_id, self._epoch(page_id), 0)

@@ -91,7 +91,6 @@ class Shipper:
         self.refusing: set[str] = set()  # nodes whose visits cannot be kept right now
         self.visit_log_failed = False  # its next segment could not be opened
         self.unknown_tags_logged = False  # the open segment has a line tagged UNKNOWN_TAG
-        self.acks: dict[str, int] = {}  # batches stored, per node
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._flusher = PeriodicTask("flusher", self._cycle, settings.batch_interval_seconds)
         self.batch_observer: BatchObserver | None = None  # e.g. the Prometheus metrics
@@ -107,9 +106,8 @@ class Shipper:
 
     def add_node(self, name: str) -> None:
         if name not in self.outboxes:
-            self.outboxes[name] = NodeOutbox(name)
+            self.outboxes[name] = NodeOutbox(name, self._writer)
             self._covered[name] = self.swap
-            self.acks[name] = 0
 
     # -- the flusher -----------------------------------------------------------
 
@@ -377,7 +375,6 @@ class Shipper:
         if from_journal:
             self._journal.acknowledge(batch)
         self._absorb(batch, result)
-        self.acks[name] += 1
         self._observe_batch(name, "stored" if result.applied else "duplicate", started)
         return True
 
@@ -477,7 +474,7 @@ class Shipper:
                 outbox.release()
                 logger.exception("journal failed while re-routing a batch of %s; retrying", name)
                 return False
-        outbox.acknowledge()
+        outbox.acknowledge(stored=False)
         if from_journal:
             self._journal.acknowledge(batch)
         for index, part in enumerate(parts):
@@ -501,7 +498,6 @@ class Shipper:
     def _retire(self, name: str) -> None:
         """Forget a node that left the topology once nothing for it is left."""
         self._covered.pop(name, None)
-        self.acks.pop(name, None)
         self.outboxes.pop(name, None)
         self.refusing.discard(name)
         self.on_retired(name)

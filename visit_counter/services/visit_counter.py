@@ -20,7 +20,6 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 from visit_counter.admin.audit import NO_CHANGE, PageChange
 from visit_counter.analytics.reader import StatsReader
@@ -43,7 +42,8 @@ from visit_counter.services.journal import Journal
 from visit_counter.services.node_store import CountStore, NodeStore
 from visit_counter.services.outbox import NodeOutbox
 from visit_counter.services.quarantine import QuarantinedFile, quarantined
-from visit_counter.services.reads import READ_ATTEMPTS, PageReader, VisitCount
+from visit_counter.services.reads import PageReader, VisitCount
+from visit_counter.services.resets import PageResetter
 from visit_counter.services.shipping import BatchObserver, Shipper
 from visit_counter.services.stats import CounterStats
 from visit_counter.services.visit_log import VisitLog
@@ -118,9 +118,10 @@ class VisitCounter:
         self._events: dict[str, NodeEvents] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # closing nodes that left
         self.reader = PageReader(
-            nodes, self._store, self.cache, self._shipper, self._buffered, self._queued_for
+            nodes, self._store, self.cache, self._shipper, self._buffered, self._fencing.epoch
         )
         self.analytics = StatsReader(nodes, self._store)  # days, hours, unique visitors
+        self._resetter = PageResetter(nodes, self._store)
         self._started = False
         self._unscored_nodes: list[str] = []  # nodes whose earlier pages are not in the top
         self._backfill_failed: set[str] = set()
@@ -404,40 +405,12 @@ class VisitCounter:
         (pub/sub, well under a second); returns the count it had.
 
         Visits any worker accepted before it learns of the reset never reappear; later
-        ones are added on top of the value. During a move the page is reset on its old
-        owner, then on its new one (which takes the value and writes the audit entry)
-        with at least the old owner's new epoch; every worker is told once both are
-        done (see visit_counter/topology/scripts.py).
+        ones are added on top of the value. While the page moves, both owners are reset
+        (see `PageResetter`).
         """
-        for _ in range(READ_ATTEMPTS):
-            topology = self.topology
-            owners = topology.reset_owners(page_id)
-            least, refused, old = 0, False, 0
-            for number, name in enumerate(owners, 1):
-                last = number == len(owners)
-                result = await self._store.reset(
-                    name,
-                    page_id,
-                    version=topology.version,
-                    move=topology.move,
-                    least=least,
-                    publish=len(owners) == 1,
-                    change=replace(change, earlier=old) if last else NO_CHANGE,
-                )
-                if result.epoch is None:
-                    refused = True
-                    break
-                least, old = result.epoch, old + result.old
-            if refused:
-                await self._nodes.refresh()  # the reset went by an old topology: redo it
-                continue
-            if len(owners) > 1:
-                await asyncio.gather(
-                    *(self._store.publish_reset(name, page_id, least) for name in owners)
-                )
-            self._apply_reset(page_id, least)
-            return old
-        raise NodeUnavailableError("the topology kept changing; retry the reset")
+        done = await self._resetter.reset(page_id, change)
+        self._apply_reset(page_id, done.epoch)
+        return done.old
 
     def _hear_reset(self, page_id: str, epoch: int) -> None:
         """A reset this process learned of (an event, or a node that dropped increments)."""
@@ -460,10 +433,6 @@ class VisitCounter:
 
     def _buffered(self, page_id: str) -> int:
         return self.pending.get(page_id, 0)
-
-    def _queued_for(self, page_id: str, node: str, applied_seq: int) -> int:
-        """The page's increments in the node's outbox, not yet in its count (see outbox.py)."""
-        return self.outbox(node).pending_for(page_id, self._fencing.epoch(page_id), applied_seq)
 
     # -- events and topology changes -------------------------------------------
 

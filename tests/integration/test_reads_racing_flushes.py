@@ -1,0 +1,173 @@
+"""A read of a page whose flush lands while the read is under way, on a real node.
+
+The node's answer is taken at one moment and a flush runs on another connection: the
+batch may be applied before the answer is taken and acknowledged only after it is
+seen, or applied after it and acknowledged before. Either way the answer is the
+page's exact count, in one node read. (Under two test workers, the first order once
+made a read answer 6 and the next one 5: the batch was counted in the node's answer
+and again as pending.)
+
+The interleavings are forced with a store that pauses where the test says
+(`PausingStore`), around the real node store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import NodeFactory, SettingsFactory
+from tests.support.moves import move
+from visit_counter.core.config import Settings
+from visit_counter.core.embedded_nodes import RedisNodeProcess
+from visit_counter.services.batch import Batch
+from visit_counter.services.node_store import ApplyResult, CountStore, PageRead
+from visit_counter.services.storage import open_storage
+from visit_counter.services.visit_counter import VisitCounter
+from visit_counter.topology.nodeset import canonical_label
+
+pytestmark = pytest.mark.integration
+
+PAGE = "racing"
+Hook = Callable[[], Awaitable[None]]
+
+
+class PausingStore:
+    """The real store, with hooks around its calls: `before_read` runs before a node
+    read is sent, `after_read` once its answer came back (before the reader sees it),
+    `after_apply` once a batch is applied (before the shipper hears of it)."""
+
+    def __init__(self, store: CountStore) -> None:
+        self._store = store
+        self.reads = 0
+        self.before_read: Hook | None = None
+        self.after_read: Hook | None = None
+        self.after_apply: Hook | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def read(self, node: str, page_id: str, mark: str, **kwargs: Any) -> PageRead:
+        self.reads += 1
+        if self.before_read is not None:
+            await self.before_read()
+        answer = await self._store.read(node, page_id, mark, **kwargs)
+        if self.after_read is not None:
+            await self.after_read()
+        return answer
+
+    async def apply(self, batch: Batch, via: str | None = None) -> ApplyResult:
+        result = await self._store.apply(batch, via)
+        if self.after_apply is not None:
+            await self.after_apply()
+        return result
+
+
+@contextlib.asynccontextmanager
+async def counter_on_pausing_store(
+    settings: Settings,
+) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
+    storage = open_storage(settings)
+    store = PausingStore(storage.store)
+    await storage.nodes.start()
+    counter = VisitCounter(settings, storage.nodes, store)  # type: ignore[arg-type]
+    await storage.manager.start()
+    await counter.start()
+    try:
+        yield counter, store
+    finally:
+        await counter.aclose()
+        await storage.nodes.aclose()
+        await storage.manager.aclose()
+
+
+@pytest.fixture
+async def racing(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
+    """A counter with 5 visits of PAGE stored and a sixth buffered, nothing flushed on
+    its own (a long interval) and no cache (every read asks the node)."""
+    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=0)
+    async with counter_on_pausing_store(settings) as (counter, store):
+        for _ in range(5):
+            counter.record_visit(PAGE)
+        await counter.flush()
+        counter.record_visit(PAGE)
+        yield counter, store
+
+
+async def test_a_batch_applied_before_the_answer_and_acknowledged_after_is_counted_once(
+    racing: tuple[VisitCounter, PausingStore],
+) -> None:
+    counter, store = racing
+    applied, acknowledge = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_reply() -> None:
+        applied.set()
+        await acknowledge.wait()
+
+    flushing: list[asyncio.Task[None]] = []
+
+    async def flush_first() -> None:
+        store.before_read = None
+        store.after_apply = hold_the_reply
+        flushing.append(asyncio.ensure_future(counter.flush()))
+        await applied.wait()  # the node holds 6 now; the flusher has not heard yet
+
+    store.before_read = flush_first
+    answer = await counter.get_visits(PAGE)
+    acknowledge.set()
+    await flushing[0]
+    assert answer.visits == 6
+    assert (await counter.get_visits(PAGE)).visits == 6
+
+
+async def test_a_batch_applied_after_the_answer_and_acknowledged_before_it_is_seen_is_counted(
+    racing: tuple[VisitCounter, PausingStore],
+) -> None:
+    counter, store = racing
+
+    async def flush_meanwhile() -> None:
+        store.after_read = None
+        await counter.flush()  # applied and acknowledged while the answer (5) is on its way
+
+    store.after_read = flush_meanwhile
+    store.reads = 0
+    answer = await counter.get_visits(PAGE)
+    assert answer.visits == 6
+    assert not answer.stale
+    assert store.reads == 1  # no second read needed to know the answer holds 5 of the 6
+    # The batch kept for the read is let go with it.
+    assert all(counter.outbox(name).remembered == 0 for name in counter.topology.nodes)
+
+
+async def test_a_read_sent_to_a_node_that_left_and_stopped_is_read_again_by_the_new_topology(
+    node_factory: NodeFactory, make_settings: SettingsFactory
+) -> None:
+    """A move ends and its removed node is shut down while a read of one of its pages is
+    on its way there: the page lives on another node now, so the read asks that one
+    (it answered 503, node_unavailable, once under load in e2e/test_online_moves)."""
+    nodes = node_factory(3)
+    settings = make_settings(nodes, batch_interval_seconds=60, cache_ttl_seconds=0)
+    async with counter_on_pausing_store(settings) as (counter, store):
+        owner = counter.topology.ring.owner(PAGE)
+        (leaving,) = [node for node in nodes if canonical_label(node.url, 0) == owner]
+        for _ in range(5):
+            counter.record_visit(PAGE)
+        await counter.flush()
+
+        async def remove_the_owner() -> None:
+            store.before_read = None
+            await move(settings, "remove", leaving.url)
+            leaving.stop()
+
+        store.before_read = remove_the_owner
+        store.reads = 0
+        answer = await counter.get_visits(PAGE)
+    assert answer.visits == 5
+    assert not answer.stale
+    assert store.reads == 2  # the one to the stopped node, then the one to the new owner
