@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Protocol
 
 from visit_counter.analytics.fresh import FreshVisitors
@@ -34,6 +33,7 @@ from visit_counter.services.fencing import ResetFencing
 from visit_counter.services.journal import Journal, JournalError
 from visit_counter.services.node_store import ApplyResult, CountStore
 from visit_counter.services.outbox import NodeOutbox, Seal
+from visit_counter.services.spilling import spill, unsent
 from visit_counter.services.stats import CounterStats
 from visit_counter.services.visit_log import VisitLog
 from visit_counter.topology.document import Topology
@@ -241,34 +241,10 @@ class Shipper:
         (all but a batch being sent right now). When the journal fails, an unreachable
         node's visits are refused from then on (`refuse_on_failure`); a lagging one's stay
         in memory."""
-        pages = visits = 0
+        inflight = outbox.inflight
+        sending = inflight is not None and outbox.inflight_offset is None and self._draining(name)
         try:
-            inflight = outbox.inflight
-            # Being sent right now: it stays in memory until the attempt ends; the rest is
-            # newer and may go to disk behind it.
-            sending = (
-                inflight is not None and outbox.inflight_offset is None and self._draining(name)
-            )
-            while outbox.sealed:  # older than what is spilled already: to the front, in order
-                sealed = outbox.sealed[-1]
-                outbox.spilled.appendleft(self._journal.append(sealed))
-                outbox.sealed.pop()  # only once it is on disk
-                pages, visits = pages + len(sealed.increments), visits + sealed.visits
-            if inflight is not None and outbox.inflight_offset is None and not sending:
-                outbox.inflight_written_to(self._journal.append(inflight))
-                pages, visits = pages + len(inflight.increments), visits + inflight.visits
-            batch = outbox.seal_queued(self._seal_for(name))
-            if batch is not None:
-                try:
-                    outbox.spilled.append(self._journal.append(batch))
-                except JournalError:
-                    outbox.add(
-                        {page: count for page, (count, _) in batch.increments.items()},
-                        batch.pending_keys(),
-                        batch.pending_visitors(),
-                    )
-                    raise
-                pages, visits = pages + len(batch.increments), visits + batch.visits
+            moved = spill(outbox, self._journal, self._seal_for(name), sending=sending)
         except JournalError as exc:
             if not refuse_on_failure:
                 logger.error("journal failed; %s's queue stays in memory: %s", name, exc)
@@ -278,8 +254,10 @@ class Shipper:
             self.refusing.add(name)
             return
         self.refusing.discard(name)
-        if not pages:
+        if not moved:
             return  # only a batch being sent was held: it stays until its attempt ends
+        pages = sum(len(batch.increments) for batch in moved)
+        visits = sum(batch.visits for batch in moved)
         self._stats.batches_journaled += 1
         logger.warning(
             "node %s %s: %d pages (%d visits) moved to the journal",
@@ -400,23 +378,13 @@ class Shipper:
 
     def _absorb(self, batch: Batch, result: ApplyResult) -> None:
         """Learn from a node's reply: new stored counts, and epochs changed by resets."""
-        self._stats.last_batch_write = datetime.now(UTC)
+        self._stats.stored(batch, result)
         if batch.fresh_visitors:
             self._fresh_visitors.stored(day_of_hour(batch.sealed_hour), batch.fresh_visitors)
-        if not result.applied:
-            # Applied by an earlier attempt whose reply was lost: its visits are stored
-            # (any a reset fenced off included; the reply that would say so is gone).
-            self._stats.batches_duplicate += 1
-            self._stats.visits_stored += batch.visits
+        if not result.applied:  # a retry: the counts its lost reply held are unknown
             for page_id in batch.increments:
                 self._cache.discard(page_id)
             return
-        self._stats.batches_stored += 1
-        self._stats.visits_repeated += result.repeats
-        self._stats.visits_stored += (
-            sum(batch.increments[page][0] for page in (*result.stored, *result.applied_before))
-            - result.repeats
-        )
         for page_id in result.applied_before:
             self._cache.discard(page_id)
         for page_id, stored in result.stored.items():
@@ -512,14 +480,7 @@ class Shipper:
         batches = visits = 0
         complete = True
         for name, outbox in self.outboxes.items():
-            to_write = []
-            if outbox.inflight is not None and outbox.inflight_offset is None:
-                to_write.append(outbox.inflight)
-            to_write.extend(outbox.sealed)
-            sealed = outbox.seal_queued(self._seal_for(name))
-            if sealed is not None:
-                to_write.append(sealed)
-            for batch in to_write:
+            for batch in unsent(outbox, self._seal_for(name)):
                 try:
                     self._journal.append(batch)
                 except JournalError:
