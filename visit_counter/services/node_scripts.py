@@ -147,6 +147,7 @@ for first = 1, count, 1000 do
 end
 local out = {1}
 local stored = {}
+local scored = {}  -- new count, page: for the top set, a ZADD per 1,000 pages
 local highest_tag = 0
 local added = 0
 for i = 1, count do
@@ -159,7 +160,8 @@ for i = 1, count do
     local value
     if amount > 0 then
       value = redis.call('INCRBY', KEYS[i + 4], amount)
-      redis.call('ZADD', '__TOP_KEY__', value, pages[i])
+      scored[#scored + 1] = value
+      scored[#scored + 1] = pages[i]
       stored[pages[i]] = value
       filed = amount
       added = added + amount
@@ -172,6 +174,9 @@ for i = 1, count do
   end
   out[#out + 1] = current
   file_page(i, pages[i], filed, day_hash, page_visitors)
+end
+for first = 1, #scored, 2000 do
+  redis.call('ZADD', '__TOP_KEY__', unpack(scored, first, math.min(first + 1999, #scored)))
 end
 totals_stats(added, day_hash, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])
 if highest_tag > reset_count(KEYS[2], KEYS[3]) then
