@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from tests.conftest import NodeFactory, SettingsFactory
@@ -25,10 +26,6 @@ from visit_counter.topology.nodeset import TopologyError
 pytestmark = pytest.mark.cluster
 
 
-# Run alone (`make test` runs `serial` tests after the rest): on a loaded machine its 800
-# reads gathered at once can exceed redis-py's cluster connection pool, which refuses an
-# acquire past its size (MaxConnectionsError) rather than waiting; see the issue 11 note.
-@pytest.mark.serial
 async def test_counts_are_exact_on_the_cluster_and_read_back(
     cluster: LocalCluster, make_settings: SettingsFactory
 ) -> None:
@@ -49,6 +46,45 @@ async def test_counts_are_exact_on_the_cluster_and_read_back(
     assert all(
         read.served_via == f"redis_{owners[page]}" for page, read in zip(sent, reads, strict=True)
     )
+
+
+async def test_more_reads_at_once_than_pooled_connections_wait_for_one(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    """redis-py's cluster client refuses a connection past the pool (MaxConnectionsError);
+    a read waits for one instead, as on a ring node."""
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster", redis_pool_size=2)
+    pages = [f"page-{number}" for number in range(300)]
+    async with running_counter(settings) as counter:
+        for page in pages:
+            counter.record_visit(page)
+        await counter.flush()
+        reads = await asyncio.gather(*(counter.get_visits(page) for page in pages))
+    assert [read.visits for read in reads] == [1] * len(pages)
+    assert not any(read.stale for read in reads)
+
+
+async def test_primaries_that_lost_their_scripts_are_sent_them_again(
+    cluster: LocalCluster, make_settings: SettingsFactory
+) -> None:
+    """A primary without the scripts (restarted, failed over, SCRIPT FLUSH) answers
+    NOSCRIPT; the command is sent again with the script's body, and counts stay exact."""
+    settings = make_settings(cluster.nodes[:1], redis_mode="cluster")
+    pages = [f"page-{number}" for number in range(100)]
+    async with running_counter(settings) as counter:
+        for page in pages:
+            counter.record_visit(page)
+        await counter.flush()
+        for node in cluster.nodes:
+            with redis.Redis(port=node.port) as client:
+                client.script_flush()
+        for page in pages:
+            counter.record_visit(page)
+        await counter.flush()
+        reads = await asyncio.gather(*(counter.get_visits(page) for page in pages))
+        assert counter.stats.visits_stored == 2 * len(pages)
+    assert [read.visits for read in reads] == [2] * len(pages)
+    assert cluster_counts(cluster, pages) == Counter(dict.fromkeys(pages, 2))
 
 
 async def test_a_batch_sent_twice_is_applied_once_per_bucket_and_its_mark_lives_there(

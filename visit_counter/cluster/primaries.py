@@ -14,22 +14,29 @@ connection errors (the slot map is read again). The callers' scripts are idempot
 (a bucket's group that applied before is a no-op by its mark), so resending is always
 safe. Whatever is still not done when the call budget runs out raises
 NodeUnavailableError.
+
+A primary's pipelines share its connection pool (REDIS_POOL_SIZE): past that many at
+once, a pipeline waits for a free connection, within the call budget, as a ring node's
+pool does. redis-py's cluster client would refuse it instead (MaxConnectionsError).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MaxConnectionsError,
     MovedError,
     NoScriptError,
     ResponseError,
@@ -41,6 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from visit_counter.cluster import CLUSTER_NODE
 from visit_counter.cluster.manager import ClusterManager
 from visit_counter.core.errors import NodeUnavailableError
+from visit_counter.core.resp import pack_command
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ class Primaries:
         self._manager = manager
         self._cluster: RedisCluster = manager.cluster
         self._short_of_replicas: set[str] = set()  # primaries whose WAIT fell short
+        self._pools: dict[str, asyncio.Semaphore] = {}  # per primary: pipelines in flight
 
     async def guarded(self, operation: Awaitable[T]) -> T:
         try:
@@ -123,7 +132,7 @@ class Primaries:
         answers: dict[int, Answer] = {}
         asking: dict[int, ClusterNode] = {}  # command index -> the node importing its slot
         todo = list(range(len(commands)))
-        loaded: set[str] = set()  # nodes the script was loaded on by this call
+        with_body: set[int] = set()  # commands whose node lacked the script: sent as EVAL
         deadline = time.monotonic() + self._manager.call_budget
         wait_for = self._manager.min_replicas_ack if durable else 0
         while todo:
@@ -136,7 +145,11 @@ class Primaries:
             outcomes = await asyncio.gather(
                 *(
                     self._on_node(
-                        node, [commands[i][1] for i in indexes], indexes, asking, wait_for
+                        node,
+                        [_sendable(commands[i][1], script, i in with_body) for i in indexes],
+                        indexes,
+                        asking,
+                        wait_for,
                     )
                     for node, indexes in by_node.items()
                 ),
@@ -161,7 +174,7 @@ class Primaries:
                         answers[index] = Answer(reply, int(node.port))
                         continue
                     todo.append(index)
-                    pause |= await self._follow(reply, index, asking, node, script, loaded)
+                    pause |= await self._follow(reply, index, asking, script, with_body)
             if todo:
                 if time.monotonic() >= deadline:
                     raise NodeUnavailableError(
@@ -190,25 +203,42 @@ class Primaries:
             if index in asking:
                 packed.append(_ASKING)
             positions.append(len(packed))
-            packed.append(_pack(command))
+            packed.append(pack_command(command))
         if wait_for > 0:
             # Within the socket's read timeout, or a short count would look like a dead node.
             timeout_ms = max(1, int(self._manager.redis_timeout * 500))
-            packed.append(_pack(("WAIT", wait_for, timeout_ms)))
+            packed.append(pack_command(("WAIT", wait_for, timeout_ms)))
         results: list[Any] = []
-        connection = node.acquire_connection()
-        try:
+        async with self._connection(node) as connection:
             await connection.send_packed_command(b"".join(packed))
             for _ in packed:
                 try:
                     results.append(await connection.read_response())
                 except ResponseError as exc:
                     results.append(exc)
-        finally:
-            node.release(connection)
         replies = [results[position] for position in positions]
         replicas = results[-1] if wait_for > 0 else 0
         return replies, 0 if isinstance(replicas, Exception) else int(replicas)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, node: ClusterNode) -> AsyncIterator[Connection]:
+        """One of the primary's pooled connections, waiting for one while all are in use
+        (the caller's budget bounds the wait). A connection whose reply was not read to
+        the end is closed by redis-py before it goes back to the pool."""
+        pool = self._pools.get(node.name)
+        if pool is None:
+            pool = self._pools[node.name] = asyncio.Semaphore(node.max_connections)
+        async with pool:
+            while True:
+                try:
+                    connection = node.acquire_connection()
+                    break
+                except MaxConnectionsError:  # the client's own commands hold the rest
+                    await asyncio.sleep(_PAUSE_S)
+            try:
+                yield connection
+            finally:
+                node.release(connection)
 
     def _note_replicas(self, node: str, short: bool, replicas: int, wanted: int) -> None:
         """Log once when a primary cannot get its writes to enough replicas, once when it can."""
@@ -230,9 +260,8 @@ class Primaries:
         reply: Any,
         index: int,
         asking: dict[int, ClusterNode],
-        node: ClusterNode,
         script: Script | None,
-        loaded: set[str],
+        with_body: set[int],
     ) -> bool:
         """Prepare the resend of a command; True when it should wait a moment first."""
         if not isinstance(reply, Exception):
@@ -250,9 +279,8 @@ class Primaries:
             asking[index] = target
             return False
         if isinstance(reply, NoScriptError) and script is not None:
-            if node.name not in loaded:  # a new primary (failover): once per node
-                await node.execute_pipeline([PipelineCommand(0, "SCRIPT", "LOAD", script.body)])
-                loaded.add(node.name)
+            # A primary that never ran it (new, failed over, restarted): EVAL loads it there.
+            with_body.add(index)
             return False
         if isinstance(reply, TryAgainError | ClusterDownError):
             if isinstance(reply, ClusterDownError):
@@ -273,13 +301,11 @@ class Primaries:
             logger.debug("reading the cluster's slot map failed: %r", exc)
 
 
-def _pack(command: tuple[Any, ...]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(command)]
-    for argument in command:
-        data = argument if isinstance(argument, bytes) else str(argument).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+def _sendable(command: tuple[Any, ...], script: Script | None, with_body: bool) -> tuple[Any, ...]:
+    """The command as sent: an EVALSHA as EVAL with the script's body when `with_body`."""
+    if not with_body or script is None:
+        return command
+    return ("EVAL", script.body, *command[2:])
 
 
-_ASKING = _pack(("ASKING",))
+_ASKING = pack_command(("ASKING",))
