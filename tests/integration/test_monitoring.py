@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 from tests.conftest import NodeFactory, SettingsFactory
 from tests.integration.conftest import CounterFactory
 from tests.support.metrics import Samples, parse_metrics
+from tests.support.moves import move
 from visit_counter.core.config import redact_url
 from visit_counter.core.embedded_nodes import RedisNodeProcess
 from visit_counter.main import create_app
+from visit_counter.topology.nodeset import canonical_label
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +78,30 @@ def test_metrics_count_visits_batches_cache_and_requests_by_route_template(
     assert samples.sum(duration, route=f"{API}/visits/{{page_id:path}}", method="GET") == 2
     for labels in samples.labels_of(duration):
         assert not any("secret-page" in value for value in labels.values()), labels
+
+
+def test_a_node_added_while_serving_gets_its_batch_series(
+    node_factory: NodeFactory, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch series were made for the nodes known at start; a batch to a node a move
+    added failed in the observer, once per flush, and was never counted."""
+    nodes = node_factory(4)
+    settings = make_settings(nodes[:3])
+    added = canonical_label(nodes[3].url, 0)
+    with TestClient(create_app(settings)) as client:
+        assert client.post(f"{API}/visit/before-the-move").status_code == 200
+        summary = asyncio.run(move(settings, "add", nodes[3].url))
+        version = summary.version
+        wait_until(lambda: scrape(client).value("pagevisits_topology_version") == version)
+        for number in range(100):  # about a quarter of them on the new node
+            assert client.post(f"{API}/visit/page-{number}").status_code == 200
+        wait_until(lambda: scrape(client).value("pagevisits_stored_total") == 101)
+        samples = scrape(client)
+
+    assert samples.value("pagevisits_flush_batches_total", node=added, outcome="stored") >= 1
+    assert samples.value("pagevisits_flush_batches_total", node=added, outcome="failed") == 0
+    assert samples.value("pagevisits_flush_duration_seconds_count", node=added) >= 1
+    assert "batch observer failed" not in caplog.text
 
 
 def test_unmatched_paths_share_one_route_label(

@@ -301,13 +301,19 @@ class PrometheusMetrics:
         self._closed_children = {
             reason: self.http_connections_closed.labels(reason=reason) for reason in CLOSE_REASONS
         }
-        # Every node and outcome starts at 0, so a series exists before its first event.
-        self._batch_children = {
-            (node, outcome): self.flush_batches.labels(node=node, outcome=outcome)
-            for node in nodes
-            for outcome in BATCH_OUTCOMES
-        }
-        self._duration_children = {node: self.flush_duration.labels(node=node) for node in nodes}
+        self._batch_children: dict[tuple[str, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        for node in nodes:
+            self._add_node(node)
+
+    def _add_node(self, node: str) -> None:
+        """The node's batch series, every outcome at 0, so each exists before its first
+        event: for the nodes known at start, and for one a move adds while this runs."""
+        for outcome in BATCH_OUTCOMES:
+            self._batch_children[(node, outcome)] = self.flush_batches.labels(
+                node=node, outcome=outcome
+            )
+        self._duration_children[node] = self.flush_duration.labels(node=node)
 
     def _turn_off(self, exc: OSError) -> None:
         """Metrics off in this worker for good (see the module docstring)."""
@@ -361,6 +367,8 @@ class PrometheusMetrics:
         if self.failure is not None:
             return
         try:
+            if node not in self._duration_children:
+                self._add_node(node)
             self._batch_children[(node, outcome)].inc()
             self._duration_children[node].observe(seconds)
         except OSError as exc:
