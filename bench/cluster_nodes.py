@@ -12,8 +12,6 @@ the benchmark needs only a healthy cluster and the command counts of its primari
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,50 +20,20 @@ from pathlib import Path
 import redis
 
 from bench.processes import command_calls_on
-from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
+from visit_counter.core.embedded_nodes import (
+    CLUSTER_BUS_OFFSET,
+    RedisNodeProcess,
+    cli_binary,
+    cluster_port,
+)
 
 PRIMARIES = 3
 NODES = 2 * PRIMARIES  # one replica per primary
 SLOTS = 16384
-BUS_PORT_OFFSET = 10000  # the cluster bus listens on the client port + 10000
 # Redis's default cluster-node-timeout: no node is declared failed (and failed over)
 # because the load generator sharing its core delayed a gossip reply.
 NODE_TIMEOUT_MS = 15_000
 POLL_S = 0.1
-
-
-def cli_binary() -> str:
-    """`redis-cli` from PATH, else one next to the server binary."""
-    found = shutil.which("redis-cli")
-    if found:
-        return found
-    server = Path(server_binary())
-    for name in ("redis-cli", "valkey-cli"):
-        if server.with_name(name).is_file():
-            return str(server.with_name(name))
-    raise RuntimeError(
-        "the cluster section needs redis-cli to create its cluster: install redis-tools "
-        "(apt-get install -y redis-tools), or run another section (--only scenarios|move)"
-    )
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _cluster_port(taken: set[int]) -> int:
-    """A free port whose bus port (port + 10000) is free and below 65536 too."""
-    for _ in range(200):
-        port = free_port()
-        bus = port + BUS_PORT_OFFSET
-        if port not in taken and bus not in taken and bus < 65536 and _port_is_free(bus):
-            return port
-    raise RuntimeError("found no free port pair (port, port + 10000) in 200 tries")
 
 
 def _info(port: int, section: str) -> dict[str, str]:
@@ -112,8 +80,8 @@ class BenchCluster:
         try:
             taken: set[int] = set()
             for _ in range(NODES):
-                port = _cluster_port(taken)
-                taken.update((port, port + BUS_PORT_OFFSET))
+                port = cluster_port(taken)
+                taken.update((port, port + CLUSTER_BUS_OFFSET))
                 node = RedisNodeProcess(
                     port,
                     self.root / f"node-{port}",

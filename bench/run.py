@@ -38,7 +38,6 @@ from types import FrameType
 from typing import Any
 
 from bench.cluster import ClusterResult, describe_cluster, run_cluster_section
-from bench.cluster_nodes import cli_binary
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator, choose_load_generator
 from bench.move import PLACEMENTS, MoveConfig, MoveResult, run_move_section
@@ -50,6 +49,7 @@ from bench.scale import FLUSH_PAGES, PENDING_PAGES, measure_scale
 from bench.scenarios import JOURNAL, MAIN, NO_CACHE, RAW, SCENARIOS
 from bench.service import service_env
 from bench.session import Session
+from visit_counter.core.embedded_nodes import cli_binary
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 SMOKE_MOVE_PAGES = 2_000

