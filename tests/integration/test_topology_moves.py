@@ -15,6 +15,8 @@ from visit_counter.core.redis_manager import RedisManager
 from visit_counter.services.batch import PAGE_KEY_PREFIX, Batch
 from visit_counter.services.journal import Journal
 from visit_counter.services.node_store import NodeStore
+from visit_counter.services.visit_counter import VisitCounter
+from visit_counter.topology.document import Topology
 
 
 def stored(nodes: list[RedisNodeProcess]) -> Counter[str]:
@@ -25,6 +27,18 @@ def stored(nodes: list[RedisNodeProcess]) -> Counter[str]:
             for key in client.scan_iter(match=PAGE_KEY_PREFIX + "*"):
                 total[key.removeprefix(PAGE_KEY_PREFIX)] += int(client.get(key) or 0)
     return total
+
+
+async def heard_of_stable(counter: VisitCounter, timeout: float = 10.0) -> Topology:
+    """The counter's topology once the mover's last event (stable) has reached it.
+
+    The mover returns after storing the stable topology on every node; the
+    running counter hears of it by the event, a moment later.
+    """
+    async with asyncio.timeout(timeout):
+        while counter.topology.state != "stable":
+            await asyncio.sleep(0.01)
+    return counter.topology
 
 
 def keys_on(node: RedisNodeProcess) -> set[str]:
@@ -53,9 +67,8 @@ async def test_adding_a_node_moves_its_share_and_keeps_every_count(
     assert summary.pages == len(keys_on(nodes[3])) > 100
     assert summary.visits == sum(sent[page] for page in keys_on(nodes[3]))
     assert stored(nodes) == sent
-    topology = counter.topology
+    topology = await heard_of_stable(counter)
     assert topology.members == tuple(node.url for node in nodes)
-    assert topology.state == "stable"
     for page in sent:
         assert page in keys_on(nodes[[n.url for n in nodes].index(topology.ring.owner(page))])
     reads = await asyncio.gather(*(counter.get_visits(page) for page in sent))
@@ -78,7 +91,7 @@ async def test_removing_a_node_drains_it(
 
     assert keys_on(nodes[1]) == set()
     assert stored(nodes) == sent
-    assert counter.topology.members == (nodes[0].url, nodes[2].url)
+    assert (await heard_of_stable(counter)).members == (nodes[0].url, nodes[2].url)
     reads = await asyncio.gather(*(counter.get_visits(page) for page in sent))
     assert [read.visits for read in reads] == list(sent.values())
 
