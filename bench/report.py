@@ -424,8 +424,9 @@ def render_moves(moves: list[MoveResult], generator: str) -> list[str]:
     lines += [
         "- Four fresh nodes (per placement); the first topology stored by the app's NodeSet (as"
         " the service's first start does), then each page written to its owner with MSET"
-        " (count 1..100). The server: the same command and settings as the scenarios' main"
-        " server, on the 3 nodes.",
+        " (count 1..100) and put in the owner's top set, marked built, as the service keeps"
+        " them (else the service would score them all while the before window runs). The"
+        " server: the same command and settings as the scenarios' main server, on the 3 nodes.",
         "- The same load generator and connections as the scenarios: a warm-up, the *before*"
         " window (a fixed time), then the load started and, right after it, the mover; the load"
         " is stopped (SIGINT: it reports the window it ran) when the mover exits. Then the"

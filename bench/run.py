@@ -40,7 +40,7 @@ from typing import Any
 from bench.cluster import ClusterResult, describe_cluster, run_cluster_section
 from bench.flush import measure_flush_ms
 from bench.load import LoadGenerator, choose_load_generator
-from bench.move import PLACEMENTS, MoveConfig, MoveResult, run_move_section
+from bench.move import MOVE_MAX_RATE, PLACEMENTS, MoveConfig, MoveResult, run_move_section
 from bench.move import describe as describe_move
 from bench.processes import REPO_ROOT, NodeSet, ServerProcess, pin_self_to_load_cpu
 from bench.report import write_outputs
@@ -188,8 +188,9 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument(
         "--move-max-rate",
         type=float,
-        default=0.0,
-        help="the mover's --max-rate in the move section, pages per second (default: 0, unpaced)",
+        default=MOVE_MAX_RATE,
+        help="the mover's --max-rate in the move section, pages per second (default: "
+        f"{MOVE_MAX_RATE:,.0f}, as on a host that serves; 0: unpaced)",
     )
     parser.add_argument(
         "--move-placement",
