@@ -145,6 +145,64 @@ async def test_a_batch_applied_after_the_answer_and_acknowledged_before_it_is_se
     assert all(counter.outbox(name).remembered == 0 for name in counter.topology.nodes)
 
 
+@pytest.fixture
+async def cached_racing(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
+    """As `racing`, with the cache on (a minute): a read's answer is cached."""
+    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=60)
+    async with counter_on_pausing_store(settings) as (counter, store):
+        for _ in range(5):
+            counter.record_visit(PAGE)
+        await counter.flush()
+        counter.record_visit(PAGE)
+        yield counter, store
+
+
+async def test_a_read_that_raced_an_acknowledged_flush_caches_no_older_count(
+    cached_racing: tuple[VisitCounter, PausingStore],
+) -> None:
+    """The answer (5 stored) is seen after the batch of the sixth visit was acknowledged:
+    cached as the stored count, the next read, from the cache, would say 5."""
+    counter, store = cached_racing
+
+    async def flush_meanwhile() -> None:
+        store.after_read = None
+        await counter.flush()
+
+    store.after_read = flush_meanwhile
+    assert (await counter.get_visits(PAGE)).visits == 6
+    assert [(await counter.get_visits(PAGE)).visits for _ in range(3)] == [6, 6, 6]
+
+
+async def test_a_read_of_a_batch_applied_but_not_acknowledged_caches_no_count_it_holds_twice(
+    cached_racing: tuple[VisitCounter, PausingStore],
+) -> None:
+    """The node's answer (6) holds the batch being sent; until its reply is seen the
+    outbox still holds it too: a cached 6 would read 7 from the cache, then 6."""
+    counter, store = cached_racing
+    applied, acknowledge = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_reply() -> None:
+        applied.set()
+        await acknowledge.wait()
+
+    flushing: list[asyncio.Task[None]] = []
+
+    async def flush_first() -> None:
+        store.before_read = None
+        store.after_apply = hold_the_reply
+        flushing.append(asyncio.ensure_future(counter.flush()))
+        await applied.wait()
+
+    store.before_read = flush_first
+    reads = [(await counter.get_visits(PAGE)).visits for _ in range(3)]
+    acknowledge.set()
+    await flushing[0]
+    reads += [(await counter.get_visits(PAGE)).visits for _ in range(3)]
+    assert reads == [6] * 6
+
+
 async def test_a_read_sent_to_a_node_that_left_and_stopped_is_read_again_by_the_new_topology(
     node_factory: NodeFactory, make_settings: SettingsFactory
 ) -> None:

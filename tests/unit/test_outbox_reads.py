@@ -5,7 +5,7 @@ interleave with the read; where the outbox cannot tell, it says so (None)."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.unit.test_outbox import NODE, WRITER, Sealer, make_batch
@@ -20,12 +20,13 @@ class FakeNode:
         self.counts: dict[str, int] = {}
         self.applied: dict[str, int] = {}
 
-    def apply(self, batch: Batch) -> None:
-        if batch.seq <= self.applied.get(batch.mark, 0):
-            return  # a retry
-        self.applied[batch.mark] = batch.seq
-        for page_id, (count, _) in batch.increments.items():
-            self.counts[page_id] = self.counts.get(page_id, 0) + count
+    def apply(self, batch: Batch) -> int:
+        """Apply `batch` unless it is a retry; the count of page p after it (the reply)."""
+        if batch.seq > self.applied.get(batch.mark, 0):
+            self.applied[batch.mark] = batch.seq
+            for page_id, (count, _) in batch.increments.items():
+                self.counts[page_id] = self.counts.get(page_id, 0) + count
+        return self.counts.get("p", 0)
 
     def holds(self, batch: Batch) -> bool:
         return batch.seq <= self.applied.get(batch.mark, 0)
@@ -44,8 +45,10 @@ class Writer:
         self.node = FakeNode()
         self.sealer = Sealer()
         self.queued = {"p": 0, "q": 0}
+        self.reply = 0  # page p's count in the reply to the last send
 
-    def step(self, step: str) -> None:
+    def step(self, step: str) -> int | None:
+        """Take one step; on an acknowledgement, page p's count the node replied."""
         outbox = self.outbox
         if step in self.queued:
             outbox.add({step: 1})
@@ -53,9 +56,11 @@ class Writer:
         elif step == "send":
             batch = outbox.next_batch(self.sealer.for_node(NODE), never_spilled)
             if batch is not None:
-                self.node.apply(batch)
+                self.reply = self.node.apply(batch)
         elif step == "ack" and outbox.inflight is not None and self.node.holds(outbox.inflight):
             outbox.acknowledge()
+            return self.reply
+        return None
 
 
 STEPS = st.lists(st.sampled_from(["p", "q", "send", "ack"]), max_size=30)
@@ -78,6 +83,44 @@ def test_the_answer_and_pending_add_up_to_every_visit_queued(
     pending = writer.outbox.pending_at("p", 0, mark, applied_seq)
     assert pending is not None
     assert answer + pending == writer.queued["p"]
+
+
+@given(before=STEPS, while_asked=STEPS, while_answered=STEPS, after=STEPS)
+def test_an_answer_cached_when_settled_adds_up_with_whatever_the_outbox_holds_later(
+    before: list[str], while_asked: list[str], while_answered: list[str], after: list[str]
+) -> None:
+    """The cache holds a stored count, and a cache hit adds what the outbox holds then
+    (`pending_for`, the batch being sent counted as not stored); an acknowledgement
+    raises the entry to the count the node replied (`StoredCountCache.raise_to`). An
+    answer `settled` says may be cached keeps that sum exact from then on."""
+    writer = Writer()
+    for step in before:
+        writer.step(step)
+    mark = writer.outbox.read_mark()
+    for step in while_asked:
+        writer.step(step)
+    cached = writer.node.counts.get("p", 0)
+    applied_seq = writer.node.applied.get(mark.field, 0)
+    for step in while_answered:
+        writer.step(step)
+    assume(writer.outbox.settled(mark, applied_seq))
+    writer.outbox.read_done()
+    assert cached + writer.outbox.pending_for("p", 0, 0) == writer.queued["p"]
+    for step in after:
+        replied = writer.step(step)
+        if replied is not None:
+            cached = max(cached, replied)
+        assert cached + writer.outbox.pending_for("p", 0, 0) == writer.queued["p"]
+
+
+def test_an_answer_is_not_settled_once_a_batch_left_or_while_it_holds_the_one_being_sent() -> None:
+    outbox = NodeOutbox(NODE, WRITER)
+    outbox.inflight = make_batch(4, {"p": (3, 0)})
+    mark = outbox.read_mark()
+    assert outbox.settled(mark, applied_seq=3)  # the batch being sent is not in the answer
+    assert not outbox.settled(mark, applied_seq=4)  # it is, and the outbox holds it still
+    outbox.acknowledge()
+    assert not outbox.settled(mark, applied_seq=4)  # it left after the mark
 
 
 def test_a_batch_stored_after_the_answer_was_taken_is_still_pending() -> None:

@@ -253,6 +253,19 @@ class NodeOutbox:
             return None
         return added + self.pending_for(page_id, epoch, applied_seq)
 
+    def settled(self, mark: ReadMark, applied_seq: int) -> bool:
+        """Whether the node's answer may be cached as the page's stored count.
+
+        A cached count is later added to what the outbox holds *then*
+        (`pending_for`), so it must hold none of the outbox's batches and miss none
+        it let go of: nothing left the outbox since `mark`, and the batch being sent
+        is not in the answer (its seq is above `applied_seq`). Otherwise a cache hit
+        would count a batch never (it left after the answer) or twice (the node holds
+        it and the outbox still does, until its reply is seen).
+        """
+        inflight = self.inflight
+        return self._removals == mark.removals and (inflight is None or inflight.seq > applied_seq)
+
     @staticmethod
     def _count(batch: Batch, page_id: str, epoch: int) -> int:
         """The batch's visits of the page the node keeps (not fenced off by a reset)."""

@@ -114,10 +114,11 @@ class PageReader:
         """`_read_through`, one at a time per page: a read that finds one under way waits
         for its answer instead of sending its own (a hot page whose cache entry expired
         costs one round trip, not one per request). As exact as a read of its own: the
-        answer is taken after the node answered, its own pending included, and only if no
-        flush, reset or topology change of this worker ran while it was under way (else it
-        is read again); and reads of a page never overlap, so none sees an older count than
-        one answered before it."""
+        answer is taken after the node answered, its own pending included as of that answer
+        (`NodeOutbox.pending_at`), and read again when a reset or topology change of this
+        worker ran while it was under way; and reads of a page never overlap, so none sees
+        an older count than one answered before it. The answer's stored count is cached
+        only when the outbox is as it was when the node answered (`NodeOutbox.settled`)."""
         read = self._reads.get(page_id)
         if read is None:
             read = asyncio.ensure_future(self._read_through(page_id))
@@ -199,7 +200,7 @@ class PageReader:
         if None in queued:
             return stored, owner  # the outbox cannot tell what the answer holds
         pending = self._buffered(page_id) + sum(q for q in queued if q is not None)
-        if source is None:
+        if source is None and outboxes[0].settled(marks[0], parts[0].applied_seq):
             self._cache.put(page_id, stored)
         return VisitCount(stored + pending, self._served_via(owner, parts))
 
