@@ -85,13 +85,11 @@ async def counter_on_pausing_store(
         await storage.manager.aclose()
 
 
-@pytest.fixture
-async def racing(
-    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+@contextlib.asynccontextmanager
+async def five_stored_one_buffered(
+    settings: Settings,
 ) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
-    """A counter with 5 visits of PAGE stored and a sixth buffered, nothing flushed on
-    its own (a long interval) and no cache (every read asks the node)."""
-    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=0)
+    """A counter with 5 visits of PAGE stored and a sixth buffered."""
     async with counter_on_pausing_store(settings) as (counter, store):
         for _ in range(5):
             counter.record_visit(PAGE)
@@ -100,28 +98,72 @@ async def racing(
         yield counter, store
 
 
+@pytest.fixture
+async def racing(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
+    """`five_stored_one_buffered`, nothing flushed on its own (a long interval) and no
+    cache (every read asks the node)."""
+    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=0)
+    async with five_stored_one_buffered(settings) as racing:
+        yield racing
+
+
+@pytest.fixture
+async def cached_racing(
+    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
+) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
+    """As `racing`, with the cache on (a minute): a read's answer is cached."""
+    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=60)
+    async with five_stored_one_buffered(settings) as racing:
+        yield racing
+
+
+class HeldReply:
+    """Before the next node read, a flush is applied and its reply held back: the
+    node's answer holds the batch, the outbox still does too, until `release`."""
+
+    def __init__(self, counter: VisitCounter, store: PausingStore) -> None:
+        self._counter, self._store = counter, store
+        self._applied, self._acknowledge = asyncio.Event(), asyncio.Event()
+        self._flushing: asyncio.Future[None] | None = None
+        store.before_read = self._flush_first
+
+    async def _hold_the_reply(self) -> None:
+        self._applied.set()
+        await self._acknowledge.wait()
+
+    async def _flush_first(self) -> None:
+        self._store.before_read = None
+        self._store.after_apply = self._hold_the_reply
+        self._flushing = asyncio.ensure_future(self._counter.flush())
+        await self._applied.wait()  # the node holds 6 now; the flusher has not heard yet
+
+    async def release(self) -> None:
+        """The reply is seen: the flush ends."""
+        self._acknowledge.set()
+        assert self._flushing is not None, "no node read was sent"
+        await self._flushing
+
+
+def flush_after_the_next_answer(counter: VisitCounter, store: PausingStore) -> None:
+    """The next node read's answer is seen only after a whole flush (applied and
+    acknowledged) ran."""
+
+    async def flush_meanwhile() -> None:
+        store.after_read = None
+        await counter.flush()
+
+    store.after_read = flush_meanwhile
+
+
 async def test_a_batch_applied_before_the_answer_and_acknowledged_after_is_counted_once(
     racing: tuple[VisitCounter, PausingStore],
 ) -> None:
     counter, store = racing
-    applied, acknowledge = asyncio.Event(), asyncio.Event()
-
-    async def hold_the_reply() -> None:
-        applied.set()
-        await acknowledge.wait()
-
-    flushing: list[asyncio.Task[None]] = []
-
-    async def flush_first() -> None:
-        store.before_read = None
-        store.after_apply = hold_the_reply
-        flushing.append(asyncio.ensure_future(counter.flush()))
-        await applied.wait()  # the node holds 6 now; the flusher has not heard yet
-
-    store.before_read = flush_first
+    held = HeldReply(counter, store)
     answer = await counter.get_visits(PAGE)
-    acknowledge.set()
-    await flushing[0]
+    await held.release()
     assert answer.visits == 6
     assert (await counter.get_visits(PAGE)).visits == 6
 
@@ -130,12 +172,7 @@ async def test_a_batch_applied_after_the_answer_and_acknowledged_before_it_is_se
     racing: tuple[VisitCounter, PausingStore],
 ) -> None:
     counter, store = racing
-
-    async def flush_meanwhile() -> None:
-        store.after_read = None
-        await counter.flush()  # applied and acknowledged while the answer (5) is on its way
-
-    store.after_read = flush_meanwhile
+    flush_after_the_next_answer(counter, store)  # while the answer (5) is on its way
     store.reads = 0
     answer = await counter.get_visits(PAGE)
     assert answer.visits == 6
@@ -145,32 +182,13 @@ async def test_a_batch_applied_after_the_answer_and_acknowledged_before_it_is_se
     assert all(counter.outbox(name).remembered == 0 for name in counter.topology.nodes)
 
 
-@pytest.fixture
-async def cached_racing(
-    redis_nodes: list[RedisNodeProcess], make_settings: SettingsFactory
-) -> AsyncIterator[tuple[VisitCounter, PausingStore]]:
-    """As `racing`, with the cache on (a minute): a read's answer is cached."""
-    settings = make_settings(redis_nodes, batch_interval_seconds=60, cache_ttl_seconds=60)
-    async with counter_on_pausing_store(settings) as (counter, store):
-        for _ in range(5):
-            counter.record_visit(PAGE)
-        await counter.flush()
-        counter.record_visit(PAGE)
-        yield counter, store
-
-
 async def test_a_read_that_raced_an_acknowledged_flush_caches_no_older_count(
     cached_racing: tuple[VisitCounter, PausingStore],
 ) -> None:
     """The answer (5 stored) is seen after the batch of the sixth visit was acknowledged:
     cached as the stored count, the next read, from the cache, would say 5."""
     counter, store = cached_racing
-
-    async def flush_meanwhile() -> None:
-        store.after_read = None
-        await counter.flush()
-
-    store.after_read = flush_meanwhile
+    flush_after_the_next_answer(counter, store)
     assert (await counter.get_visits(PAGE)).visits == 6
     assert [(await counter.get_visits(PAGE)).visits for _ in range(3)] == [6, 6, 6]
 
@@ -181,24 +199,9 @@ async def test_a_read_of_a_batch_applied_but_not_acknowledged_caches_no_count_it
     """The node's answer (6) holds the batch being sent; until its reply is seen the
     outbox still holds it too: a cached 6 would read 7 from the cache, then 6."""
     counter, store = cached_racing
-    applied, acknowledge = asyncio.Event(), asyncio.Event()
-
-    async def hold_the_reply() -> None:
-        applied.set()
-        await acknowledge.wait()
-
-    flushing: list[asyncio.Task[None]] = []
-
-    async def flush_first() -> None:
-        store.before_read = None
-        store.after_apply = hold_the_reply
-        flushing.append(asyncio.ensure_future(counter.flush()))
-        await applied.wait()
-
-    store.before_read = flush_first
+    held = HeldReply(counter, store)
     reads = [(await counter.get_visits(PAGE)).visits for _ in range(3)]
-    acknowledge.set()
-    await flushing[0]
+    await held.release()
     reads += [(await counter.get_visits(PAGE)).visits for _ in range(3)]
     assert reads == [6] * 6
 
