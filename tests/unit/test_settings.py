@@ -6,6 +6,7 @@ environment, so neither a developer's `.env` nor their exports can leak in.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import subprocess
@@ -13,10 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from visit_counter import main as service
 from visit_counter.core.config import (
     EMBEDDED_NODES,
+    NEAR_MISS_CUTOFF,
     Settings,
     SettingsError,
     closest_setting,
@@ -449,6 +453,20 @@ def test_ordinary_variables_and_settings_are_not_warned(
 def test_a_setting_itself_has_no_closest_setting() -> None:
     assert closest_setting("cache_ttl_seconds") is None
     assert closest_setting("CACHE_TTL") == "CACHE_TTL_SECONDS"
+
+
+@given(name=st.sampled_from(FIELD_KEYS), data=st.data())
+def test_a_setting_with_one_letter_dropped_or_doubled_is_suggested(
+    name: str, data: st.DataObject
+) -> None:
+    """A one-letter slip is at least 0.8 alike (difflib's ratio), so a setting is
+    suggested, however the search skips names that cannot reach the cutoff."""
+    at = data.draw(st.integers(0, len(name) - 1))
+    dropped, doubled = name[:at] + name[at + 1 :], name[:at] + name[at] + name[at:]
+    slip = data.draw(st.sampled_from([dropped, doubled]))
+    assume(slip not in FIELD_KEYS)
+    assert difflib.SequenceMatcher(None, slip, name).ratio() >= NEAR_MISS_CUTOFF
+    assert closest_setting(slip) is not None
 
 
 # --- the process entry point ------------------------------------------------------------------
